@@ -1,0 +1,111 @@
+"""The ``hl7-processor`` command line (SPEC section 7).
+
+The argument tree lives here; each handler lives in ``processor.commands.*`` and is
+imported only when its command runs, so ``hl7-processor explain`` starts fast and
+does not load Kafka or HTTP code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from processor import __version__
+
+__all__ = ["build_parser", "main"]
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hl7-processor",
+        description="HL7 Partner Gateway: edge receiver, exactly-once processor and tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="whole pipeline on one machine (starts Kafka if none configured)")
+    run.add_argument("--registry", help="registry YAML (default: HL7_REGISTRY_FILE or the demo registry)")
+    run.add_argument("--data-dir", help="local Kafka data directory (kept); default: a temporary one")
+    run.set_defaults(handler="processor.commands.run:main")
+
+    edge = sub.add_parser("edge", help="the HTTP/SOAP edge receiver alone")
+    edge.add_argument("--host", help="listen address (HL7_EDGE_HOST)")
+    edge.add_argument("--port", type=int, help="listen port (HL7_EDGE_PORT)")
+    edge.set_defaults(handler="processor.commands.edge:main")
+
+    stream = sub.add_parser("stream", help="one exactly-once processor (consumer-group member)")
+    stream.add_argument("--metrics-port", type=int, help="Prometheus port (HL7_METRICS_PORT)")
+    stream.add_argument("--transactional-id", help="stable per instance (HL7_TRANSACTIONAL_ID)")
+    stream.set_defaults(handler="processor.commands.stream:main")
+
+    kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) in the foreground")
+    kafka.add_argument("--port", type=int, default=9092, help="client port (0 = any free port)")
+    kafka.add_argument("--data-dir", help="keep data here (default: temporary, removed on exit)")
+    kafka.set_defaults(handler="processor.commands.kafka:main")
+
+    topics = sub.add_parser("topics", help="topic administration")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = topics_sub.add_parser("create", help="create the three topics (idempotent)")
+    create.add_argument("--partitions", type=int, help="partitions per topic (HL7_TOPIC_PARTITIONS)")
+    create.add_argument("--replication-factor", type=int, help="-1 = broker default")
+    create.set_defaults(handler="processor.commands.topics:create")
+
+    explain = sub.add_parser("explain", help="print the routing decision for one message as JSON")
+    explain.add_argument("--registry", required=True, help="registry YAML file")
+    explain.add_argument("--principal", required=True, help="registry id of the sender")
+    explain.add_argument("message", nargs="?", default="-", help="message file, or - for stdin")
+    explain.set_defaults(handler="processor.commands.explain:main")
+
+    registry = sub.add_parser("registry", help="registry tools")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    hash_pw = registry_sub.add_parser("hash-password", help="read a password, print its argon2id hash")
+    hash_pw.set_defaults(handler="processor.commands.registry:hash_password")
+    check = registry_sub.add_parser("check", help="validate a registry file")
+    check.add_argument("file")
+    check.set_defaults(handler="processor.commands.registry:check")
+
+    decode = sub.add_parser("decode", help="print Avro records of a topic as JSON lines")
+    decode.add_argument("topic")
+    decode.add_argument("--from-beginning", action="store_true", default=True)
+    decode.add_argument("--max", type=int, default=None, help="stop after this many records")
+    decode.add_argument("--timeout", type=float, default=5.0, help="stop after this long idle (s)")
+    decode.set_defaults(handler="processor.commands.decode:main")
+
+    deadletter = sub.add_parser("deadletter", help="dead-letter tools")
+    dl_sub = deadletter.add_subparsers(dest="deadletter_command", required=True, metavar="ACTION")
+    replay = dl_sub.add_parser("replay", help="re-publish chosen dead letters to hl7.raw")
+    replay.add_argument("--reason", action="append", help="reason code (repeatable)")
+    replay.add_argument("--principal", action="append", help="principal id (repeatable)")
+    replay.add_argument("--since", help="ISO-8601 time, dead-lettered at or after")
+    replay.add_argument("--until", help="ISO-8601 time, dead-lettered before")
+    replay.add_argument("--execute", action="store_true", help="publish (default: dry run, count only)")
+    replay.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    replay.set_defaults(handler="processor.commands.replay:main")
+    return parser
+
+
+def _resolve(target: str):  # type: ignore[no-untyped-def]
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(_resolve(args.handler)(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""``hl7-processor kafka``: a local Apache Kafka in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from processor.kafka.local_broker import KAFKA_VERSION, LocalKafka
+
+
+def main(args: argparse.Namespace) -> int:
+    broker = LocalKafka(data_dir=args.data_dir, port=args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        bootstrap = broker.start()
+        print(f"Apache Kafka {KAFKA_VERSION} (KRaft, single node) ready", flush=True)
+        print(f"bootstrap: {bootstrap}", flush=True)
+        print(f"export HL7_KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
+        print(f"data: {broker.data_dir}{'' if args.data_dir else ' (removed on exit)'}", flush=True)
+        stop.wait()
+    finally:
+        broker.close()
+        print("Kafka stopped", flush=True)
+    return 0

@@ -1,0 +1,85 @@
+"""Settings from ``HL7_*`` environment variables (and an optional ``.env`` file).
+
+Any ``HL7_KAFKA_<NAME>`` variable other than ``HL7_KAFKA_BOOTSTRAP_SERVERS`` is
+passed to librdkafka as ``<name>`` with ``_`` turned into ``.``, so SASL and TLS
+need no code: ``HL7_KAFKA_SASL_MECHANISM=SCRAM-SHA-512`` -> ``sasl.mechanism``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "kafka_passthrough", "load_settings"]
+
+MIB = 1024 * 1024
+_PASSTHROUGH_PREFIX = "HL7_KAFKA_"
+_NOT_PASSTHROUGH = {"HL7_KAFKA_BOOTSTRAP_SERVERS"}
+
+
+def _default_transactional_id() -> str:
+    return f"hl7-processor-{socket.gethostname()}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway; names map to ``HL7_<FIELD>`` in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HL7_", env_file=".env", extra="ignore", case_sensitive=False
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset = `run` starts a local broker"
+    )
+    registry_file: Path | None = None
+    registry_reload_seconds: float = 2.0
+
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    metrics_port: int = 9464
+    max_body_bytes: int = 10 * MIB
+    trusted_proxies: str = ""
+    publish_timeout_seconds: float = 10.0
+    login_failures_per_minute: int = 10
+    login_lockout_seconds: float = 60.0
+    argon2_workers: int = 2
+
+    topic_raw: str = "hl7.raw"
+    topic_accepted: str = "hl7.accepted"
+    topic_deadletter: str = "hl7.deadletter"
+    topic_partitions: int = 6
+    topic_replication_factor: int = -1
+
+    schema_registry_url: str | None = None
+    consumer_group: str = "hl7-processor"
+    transactional_id: str = Field(default_factory=_default_transactional_id)
+    batch_max_records: int = 500
+    batch_max_ms: int = 100
+    transaction_timeout_ms: int = 60_000
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+
+def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka settings from ``HL7_KAFKA_*`` variables (SASL, TLS, ...)."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        upper = name.upper()
+        if upper.startswith(_PASSTHROUGH_PREFIX) and upper not in _NOT_PASSTHROUGH:
+            key = upper[len(_PASSTHROUGH_PREFIX):].lower().replace("_", ".")
+            if key:
+                out[key] = value
+    return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

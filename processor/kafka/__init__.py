@@ -1,0 +1,1 @@
+"""Thin shells around confluent-kafka and a real local Apache Kafka broker."""

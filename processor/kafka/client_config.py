@@ -1,0 +1,71 @@
+"""librdkafka configuration dictionaries built from ``Settings``.
+
+Pass-through ``HL7_KAFKA_*`` settings (SASL, TLS, ...) are applied first and the
+gateway's own guarantees last, so an operator cannot silently turn off
+idempotence or ``read_committed`` by environment variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processor.config import Settings, kafka_passthrough
+from processor.errors import ConfigError
+
+__all__ = ["base_config", "producer_config", "consumer_config", "admin_config", "message_max_bytes"]
+
+# Room for a body at the edge limit plus headers and record overhead.
+_RECORD_OVERHEAD = 1024 * 1024
+
+
+def message_max_bytes(settings: Settings) -> int:
+    """Largest record the gateway produces: the edge body limit plus headroom."""
+    return settings.max_body_bytes + _RECORD_OVERHEAD
+
+
+def base_config(settings: Settings) -> dict[str, Any]:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigError("HL7_KAFKA_BOOTSTRAP_SERVERS is not set")
+    conf: dict[str, Any] = dict(kafka_passthrough())
+    conf["bootstrap.servers"] = settings.kafka_bootstrap_servers
+    return conf
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """An idempotent producer writing with ``acks=all``: nothing is ACKed that could be lost."""
+    conf = base_config(settings)
+    conf.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": conf.get("compression.type", "lz4"),
+            "message.max.bytes": message_max_bytes(settings),
+            "linger.ms": conf.get("linger.ms", 5),
+        }
+    )
+    conf.update(extra)
+    return conf
+
+
+def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """A ``read_committed`` consumer that never commits on its own."""
+    conf = base_config(settings)
+    conf.update(
+        {
+            "group.id": settings.consumer_group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": max(message_max_bytes(settings), 52428800),
+            "max.partition.fetch.bytes": message_max_bytes(settings),
+        }
+    )
+    conf.update(extra)
+    return conf
+
+
+def admin_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    conf = base_config(settings)
+    conf.update(extra)
+    return conf

@@ -1,0 +1,328 @@
+"""A real single-node Apache Kafka (KRaft) for development and tests.
+
+The broker is the same software users run in production: the ``kafka_2.13`` jars
+from Maven Central, pinned in ``kafka-runtime.lock`` (coordinates and SHA-256).
+They are fetched once into the user's cache directory, with Maven when it is on
+PATH, else straight from Maven Central; either way every jar is checked against
+the lock file before it is used. No Docker, no mock, no in-process fake.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from base64 import urlsafe_b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+from processor.errors import ConfigError
+
+__all__ = ["KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port"]
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+_LOCK_FILE = Path(__file__).with_name("kafka-runtime.lock")
+_ROOT_ARTIFACTS = (
+    ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+    ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3"),
+)
+_MAVEN_CENTRAL = os.environ.get("HL7_MAVEN_REPOSITORY", "https://repo1.maven.org/maven2")
+_COMPLETE_MARKER = ".complete"
+
+_LOG4J2_CONFIG = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [kafka] %d{HH:mm:ss} %-5p %c{1}: %m%n
+rootLogger.level = {level}
+rootLogger.appenderRef.stdout.ref = STDOUT
+"""
+
+
+@dataclass(frozen=True)
+class _Artifact:
+    group: str
+    artifact: str
+    version: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.artifact}-{self.version}.jar"
+
+    @property
+    def url(self) -> str:
+        path = self.group.replace(".", "/")
+        return f"{_MAVEN_CENTRAL}/{path}/{self.artifact}/{self.version}/{self.filename}"
+
+
+def _locked_artifacts() -> list[_Artifact]:
+    rows = []
+    for line in _LOCK_FILE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            rows.append(_Artifact(*line.split("\t")))
+    return rows
+
+
+def cache_dir() -> Path:
+    """Where the broker's jars live: ``$HL7_KAFKA_CACHE`` or ``~/.cache/hl7-gateway``."""
+    override = os.environ.get("HL7_KAFKA_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hl7-gateway" / f"kafka-{KAFKA_VERSION}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(directory: Path, artifacts: list[_Artifact]) -> None:
+    for art in artifacts:
+        jar = directory / art.filename
+        if not jar.is_file():
+            raise ConfigError(f"Kafka runtime: {art.filename} missing after fetch")
+        if _sha256(jar) != art.sha256:
+            raise ConfigError(f"Kafka runtime: checksum mismatch for {art.filename}")
+
+
+def _fetch_with_maven(target: Path) -> None:
+    deps = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in _ROOT_ARTIFACTS
+    )
+    pom = (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.hl7gateway</groupId><artifactId>kafka-runtime</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>"
+    )
+    with tempfile.TemporaryDirectory(prefix="hl7-kafka-pom-") as tmp:
+        (Path(tmp) / "pom.xml").write_text(pom)
+        cmd = [
+            "mvn", "-q", "-B", "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ConfigError(f"mvn could not fetch Kafka {KAFKA_VERSION}: {result.stdout[-2000:]}")
+
+
+def _fetch_direct(target: Path, artifacts: list[_Artifact]) -> None:
+    for art in artifacts:
+        dest = target / art.filename
+        log.info("downloading %s", art.filename)
+        with urllib.request.urlopen(art.url, timeout=60) as response, dest.open("wb") as out:
+            shutil.copyfileobj(response, out)
+
+
+def fetch_classpath() -> list[Path]:
+    """The broker's jars, fetched and verified once, then reused from the cache."""
+    directory = cache_dir()
+    artifacts = _locked_artifacts()
+    if (directory / _COMPLETE_MARKER).is_file():
+        return [directory / a.filename for a in artifacts]
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="kafka-jars-", dir=directory.parent))
+    try:
+        if shutil.which("mvn"):
+            log.info("fetching Apache Kafka %s with Maven (once)", KAFKA_VERSION)
+            _fetch_with_maven(staging)
+        else:
+            log.info("no mvn on PATH: fetching Apache Kafka %s from Maven Central (once)", KAFKA_VERSION)
+            _fetch_direct(staging, artifacts)
+        _verify(staging, artifacts)
+        (staging / _COMPLETE_MARKER).write_text(KAFKA_VERSION)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return [directory / a.filename for a in artifacts]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home) / "bin" / "java" if java_home else None
+    if candidate and candidate.is_file():
+        return str(candidate)
+    found = shutil.which("java")
+    if not found:
+        raise ConfigError("Java 17+ is needed to run the local Kafka broker (none on PATH)")
+    return found
+
+
+def _die_with_parent() -> None:
+    """In the JVM child: receive SIGTERM when the Python parent dies, so no JVM is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()  # Ctrl-C in the terminal reaches the parent only; the parent stops the broker.
+
+
+def _broker_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir / "logs"),
+        "num.partitions": "1",
+        # One node: internal topics must be sized for it or transactions and groups hang.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Documents arrive as base64 in OBX-5: allow records above the 10 MiB body limit.
+        "message.max.bytes": str(16 * 1024 * 1024),
+        "replica.fetch.max.bytes": str(16 * 1024 * 1024),
+        "auto.create.topics.enable": "true",
+        "log.retention.hours": "24",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+class LocalKafka:
+    """One Apache Kafka process in KRaft mode on 127.0.0.1.
+
+    ``start()`` returns the bootstrap address; ``stop()`` ends the JVM and removes a
+    temporary data directory. ``stop()`` then ``start()`` restarts on the same ports
+    with the same data (tests use this to take the broker away and bring it back).
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, port: int = 0, heap: str = "768m") -> None:
+        self._keep = data_dir is not None
+        self._data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hl7-kafka-"))
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self._heap = heap
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path = self._data_dir / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    def _command(self, main_class: str, *args: str) -> list[str]:
+        classpath = os.pathsep.join(str(p) for p in fetch_classpath())
+        log4j = self._data_dir / "log4j2.properties"
+        level = os.environ.get("HL7_KAFKA_LOG_LEVEL", "WARN")
+        log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level))
+        return [
+            _java(), f"-Xmx{self._heap}", "-Xms128m", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", classpath, main_class, *args,
+        ]
+
+    def _format_storage(self, properties: Path) -> None:
+        if (self._data_dir / "logs" / "meta.properties").is_file():
+            return
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = self._command("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties))
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ConfigError(f"Kafka storage format failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
+
+    def start(self, timeout: float = 90.0) -> str:
+        if self._process and self._process.poll() is None:
+            return self.bootstrap
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._data_dir / "server.properties"
+        properties.write_text(_broker_properties(self._data_dir, self.port, self.controller_port))
+        self._format_storage(properties)
+        with self._log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self._command("kafka.Kafka", str(properties)),
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+            )
+        self._wait_ready(timeout)
+        log.info("Apache Kafka %s ready at %s (data %s)", KAFKA_VERSION, self.bootstrap, self._data_dir)
+        return self.bootstrap
+
+    def _port_open(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait for the listener, then for metadata naming this broker (quietly)."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        admin = None
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise ConfigError(f"Kafka exited during start-up; see {self._log_path}")
+            if admin is None and self._port_open():
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
+            if admin is not None:
+                try:
+                    if admin.list_topics(timeout=2).brokers:
+                        return
+                except Exception:  # noqa: BLE001 - not up yet; retried until the deadline
+                    pass
+            time.sleep(0.2)
+        self.stop()
+        raise ConfigError(f"Kafka did not become ready within {timeout:.0f}s; see {self._log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the JVM (SIGTERM, then SIGKILL); the data directory stays for ``start()``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        """Stop and, unless the data directory was given, remove it."""
+        self.stop()
+        if not self._keep:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

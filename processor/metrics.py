@@ -1,0 +1,80 @@
+"""Every Prometheus metric of the gateway, defined once (SPEC section 6).
+
+Edge and processor may share one process (``hl7-processor run``), so all
+metrics live on the default registry here and modules import what they use.
+Labels are bounded: HTTP codes, ACK codes, reason codes, registry ids and
+partition numbers; never aliases from unauthenticated input, nor message ids.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+__all__ = [
+    "EDGE_REQUESTS",
+    "EDGE_AUTH_FAILURES",
+    "EDGE_REQUEST_DURATION",
+    "EDGE_PUBLISH_DURATION",
+    "PROCESSOR_RECORDS",
+    "PROCESSOR_TRANSACTIONS",
+    "PROCESSOR_END_TO_END",
+    "PROCESSOR_CONSUMER_LAG",
+    "REGISTRY_RELOADS",
+    "REGISTRY_INFO",
+    "BUILD_INFO",
+]
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+EDGE_REQUESTS = Counter(
+    "hl7_edge_requests_total",
+    "HTTP requests answered by the edge receiver.",
+    ["transport", "status", "ack"],
+)
+EDGE_AUTH_FAILURES = Counter(
+    "hl7_edge_auth_failures_total",
+    "Refused logins: bad_credentials, network_not_allowed, rate_limited.",
+    ["reason"],
+)
+EDGE_REQUEST_DURATION = Histogram(
+    "hl7_edge_request_duration_seconds",
+    "Time from request start to reply, per transport.",
+    ["transport"],
+    buckets=_LATENCY_BUCKETS,
+)
+EDGE_PUBLISH_DURATION = Histogram(
+    "hl7_edge_publish_duration_seconds",
+    "Time from produce() to Kafka's delivery report for hl7.raw.",
+    buckets=_LATENCY_BUCKETS,
+)
+PROCESSOR_RECORDS = Counter(
+    "hl7_processor_records_total",
+    "Raw records routed, by outcome and reason (reason empty when accepted).",
+    ["outcome", "reason", "principal"],
+)
+PROCESSOR_TRANSACTIONS = Counter(
+    "hl7_processor_transactions_total",
+    "Kafka transactions ended by the processor.",
+    ["result"],
+)
+PROCESSOR_END_TO_END = Histogram(
+    "hl7_processor_end_to_end_seconds",
+    "From the edge's received_at to the commit of the routed record.",
+    buckets=_LATENCY_BUCKETS,
+)
+PROCESSOR_CONSUMER_LAG = Gauge(
+    "hl7_processor_consumer_lag",
+    "Records behind the partition's high watermark, per assigned raw partition.",
+    ["partition"],
+)
+REGISTRY_RELOADS = Counter(
+    "hl7_registry_reloads_total",
+    "Registry file (re)loads, ok or error (invalid file refused, old one kept).",
+    ["result"],
+)
+REGISTRY_INFO = Gauge(
+    "hl7_registry_info",
+    "The registry version in force (value is always 1).",
+    ["version"],
+)
+BUILD_INFO = Info("hl7_gateway_build", "Version of the gateway package.")
