@@ -41,6 +41,7 @@ class Settings(BaseSettings):
 
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
+    edge_public_url: str | None = None  # e.g. https://hl7.example.org; WSDL endpoint base
     metrics_port: int = 9464
     max_body_bytes: int = 10 * MIB
     trusted_proxies: str = ""
