@@ -1,0 +1,211 @@
+"""Dead-letter replay: re-publish chosen dead letters to ``hl7.raw``, at most once each.
+
+Typical use: a partner was missing a grant, its messages were dead-lettered with
+``PARTNER_NOT_AUTHORISED``; after the registry is fixed, support replays them.
+
+At most once: each replayed dead letter is recorded in a compacted ledger topic
+(``<dead-letter topic>.replayed``, key = the dead letter's topic:partition:offset)
+in the same Kafka transaction as its re-published raw record, and dead letters
+already in the ledger are skipped. A fixed ``transactional.id`` fences a second
+replay started at the same time, so two operators cannot both publish.
+The re-published record keeps its original key, bytes and headers (so the same
+``hl7.ingest_id``) and adds ``hl7.replay_of`` and ``hl7.replayed_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from processor.config import Settings
+
+__all__ = [
+    "REPLAY_OF_HEADER",
+    "REPLAYED_AT_HEADER",
+    "ReplayCriteria",
+    "Candidate",
+    "matches",
+    "replay_headers",
+    "ledger_topic",
+    "DeadLetterReplayer",
+]
+
+log = logging.getLogger(__name__)
+
+REPLAY_OF_HEADER = "hl7.replay_of"
+REPLAYED_AT_HEADER = "hl7.replayed_at"
+_MARKERS = (REPLAY_OF_HEADER, REPLAYED_AT_HEADER)
+_TRANSACTION_RECORDS = 200
+
+
+@dataclass(frozen=True)
+class ReplayCriteria:
+    """Which dead letters to replay; an empty set or ``None`` means "any"."""
+
+    reasons: frozenset[str] = field(default_factory=frozenset)
+    principals: frozenset[str] = field(default_factory=frozenset)
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One dead letter chosen for replay."""
+
+    coordinate: str
+    reason: str
+    key: bytes | None
+    payload: bytes
+    headers: Mapping[str, str]
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def matches(dead_letter: Mapping[str, Any], criteria: ReplayCriteria) -> bool:
+    """Does a decoded dead-letter record meet the criteria?"""
+    if criteria.reasons and dead_letter.get("reason") not in criteria.reasons:
+        return False
+    if criteria.principals and dead_letter.get("principal_id") not in criteria.principals:
+        return False
+    at = dead_letter.get("dead_lettered_at")
+    if criteria.since is not None and (at is None or _utc(at) < _utc(criteria.since)):
+        return False
+    if criteria.until is not None and (at is None or _utc(at) >= _utc(criteria.until)):
+        return False
+    return True
+
+
+def coordinate_of(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}:{partition}:{offset}"
+
+
+def replay_headers(original: Mapping[str, str], coordinate: str, replayed_at_us: int) -> list[tuple[str, bytes]]:
+    """The original raw headers, minus any older replay marker, plus this replay's marker."""
+    headers = [(k, v.encode()) for k, v in original.items() if k not in _MARKERS]
+    headers.append((REPLAY_OF_HEADER, coordinate.encode()))
+    headers.append((REPLAYED_AT_HEADER, str(replayed_at_us).encode()))
+    return headers
+
+
+def ledger_topic(settings: Settings) -> str:
+    return f"{settings.topic_deadletter}.replayed"
+
+
+Progress = Callable[[int], None]
+
+
+class DeadLetterReplayer:
+    """Scans the dead-letter topic and re-publishes the chosen records transactionally."""
+
+    def __init__(self, settings: Settings) -> None:
+        from processor.avro.codec import AvroCodec
+
+        self._settings = settings
+        self._codec = AvroCodec.from_settings(settings, register=False)
+
+    def _ensure_ledger(self) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        from processor.kafka.client_config import admin_config
+
+        topic = ledger_topic(self._settings)
+        admin = AdminClient(admin_config(self._settings))
+        new = NewTopic(
+            topic, num_partitions=1, replication_factor=self._settings.topic_replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        try:
+            admin.create_topics([new])[topic].result(30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+    def _consumer_conf(self) -> dict[str, Any]:
+        from processor.kafka.client_config import consumer_config
+
+        return consumer_config(self._settings)
+
+    def replayed(self) -> set[str]:
+        """Coordinates of dead letters that were already replayed."""
+        from processor.kafka.topic_reader import read_to_end
+
+        self._ensure_ledger()
+        return {
+            msg.key().decode() for msg in read_to_end(self._consumer_conf(), ledger_topic(self._settings))
+            if msg.key() is not None and msg.value() is not None
+        }
+
+    def scan(self, criteria: ReplayCriteria, progress: Progress | None = None) -> tuple[list[Candidate], int]:
+        """Dead letters meeting the criteria and not yet replayed; also how many were skipped as replayed."""
+        from processor.kafka.topic_reader import read_to_end
+
+        done = self.replayed()
+        chosen: list[Candidate] = []
+        skipped = 0
+        topic = self._settings.topic_deadletter
+        for msg in read_to_end(self._consumer_conf(), topic):
+            if progress:
+                progress(1)
+            try:
+                record = self._codec.decode(msg.value())
+            except Exception:  # noqa: BLE001 - an unreadable value is reported, not fatal
+                log.warning("dead letter %s is not decodable; skipped",
+                            coordinate_of(topic, msg.partition(), msg.offset()))
+                continue
+            if not matches(record, criteria):
+                continue
+            coordinate = coordinate_of(topic, msg.partition(), msg.offset())
+            if coordinate in done:
+                skipped += 1
+                continue
+            chosen.append(Candidate(
+                coordinate=coordinate, reason=str(record.get("reason")), key=msg.key(),
+                payload=bytes(record["payload"]), headers=dict(record.get("headers") or {}),
+            ))
+        return chosen, skipped
+
+    def publish(self, candidates: Iterable[Candidate], progress: Progress | None = None) -> int:
+        """Re-publish to the raw topic, each with its ledger entry in the same transaction."""
+        from confluent_kafka import Producer
+
+        from processor.kafka.client_config import producer_config
+
+        producer = Producer(producer_config(
+            self._settings, **{"transactional.id": f"{self._settings.consumer_group}-deadletter-replay"}
+        ))
+        producer.init_transactions(30)
+        ledger = ledger_topic(self._settings)
+        published = 0
+        batch: list[Candidate] = []
+
+        def flush_batch() -> None:
+            nonlocal published
+            if not batch:
+                return
+            producer.begin_transaction()
+            now_us = time.time_ns() // 1000
+            for cand in batch:
+                producer.produce(
+                    self._settings.topic_raw, value=cand.payload, key=cand.key,
+                    headers=replay_headers(cand.headers, cand.coordinate, now_us),
+                )
+                producer.produce(ledger, key=cand.coordinate.encode(), value=str(now_us).encode())
+            producer.commit_transaction(60)
+            published += len(batch)
+            if progress:
+                progress(len(batch))
+            batch.clear()
+
+        for cand in candidates:
+            batch.append(cand)
+            if len(batch) >= _TRANSACTION_RECORDS:
+                flush_batch()
+        flush_batch()
+        return published
