@@ -1,0 +1,165 @@
+"""From an authenticated payload to the raw Kafka record and the ACK (pure, no I/O).
+
+The edge keeps every decision about *what* to store and *what* to answer here,
+so it is testable without HTTP or Kafka; ``app`` only moves bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from processor.avro.raw import (
+    HEADER_INGEST_ID,
+    HEADER_PRINCIPAL_ID,
+    HEADER_PRINCIPAL_TYPE,
+    HEADER_RECEIVED_AT,
+    HEADER_SOURCE_IP,
+    HEADER_TRANSPORT,
+)
+from processor.decision import Accepted, decide
+from processor.errors import MalformedHl7, NoMshSegment
+from processor.hl7.ack import AckOutcome, ack_code, build_ack
+from processor.hl7.charset import DEFAULT_CODEC, codec_for
+from processor.hl7.header import MshHeader, read_header
+from processor.reasons import Reason
+from processor.registry.model import Principal, Registry
+
+__all__ = [
+    "HL7_MEDIA_TYPES",
+    "SOAP_MEDIA_TYPES",
+    "MediaType",
+    "parse_media_type",
+    "OutgoingRecord",
+    "Intake",
+    "assess",
+    "ack_control_id",
+    "reply_ack",
+    "STORAGE_FAILED_TEXT",
+    "ack_text",
+]
+
+HL7_MEDIA_TYPES = frozenset({"application/hl7-v2", "x-application/hl7-v2+er7", "text/plain"})
+SOAP_MEDIA_TYPES = frozenset({"text/xml"})  # SOAP 1.1
+
+STORAGE_FAILED_TEXT = "Message not stored, retry later"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaType:
+    """A parsed ``Content-Type``: lower-case type/subtype and the optional charset."""
+
+    type: str
+    charset: str | None
+
+
+def parse_media_type(value: str | None) -> MediaType | None:
+    """``type/subtype; charset=x`` -> MediaType; ``None`` when absent or not a media type."""
+    if not value:
+        return None
+    main, *params = value.split(";")
+    media = main.strip().lower()
+    if media.count("/") != 1 or not all(media.split("/")):
+        return None
+    charset = None
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = val.strip().strip('"') or None
+    return MediaType(media, charset)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One ``hl7.raw`` record exactly as SPEC section 5 describes it."""
+
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What the edge will store and how it will answer if storing succeeds."""
+
+    ingest_id: str
+    header: MshHeader | None
+    outcome: AckOutcome  # ACCEPT or REJECT; a storage failure turns it into ERROR
+    reason: Reason | None
+    record: OutgoingRecord
+
+    @property
+    def ack_code(self) -> str:
+        return ack_code(self.header, self.outcome)
+
+
+def assess(
+    payload: bytes,
+    registry: Registry,
+    principal: Principal,
+    *,
+    transport: str,
+    source_ip: str,
+    received_at_us: int,
+    ingest_id: str,
+) -> Intake:
+    """Evaluate decision rows 4-11 and build the raw record.
+
+    Raises ``NoMshSegment`` (HTTP 400, nothing stored). Any other problem with the
+    message is a rejection that is still stored, for the audit trail.
+    """
+    try:
+        header: MshHeader | None = read_header(payload)
+    except NoMshSegment:
+        raise
+    except MalformedHl7:
+        header = None
+    decision = decide(registry, principal.id, principal.type, payload)
+    if isinstance(decision, Accepted):
+        outcome, reason = AckOutcome.ACCEPT, None
+    else:
+        outcome, reason = AckOutcome.REJECT, decision.reason
+        if decision.header is not None:
+            header = decision.header
+    msh4 = header.sending_facility_raw if header is not None else ""
+    record = OutgoingRecord(
+        key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape"),
+        value=payload,
+        headers=(
+            (HEADER_INGEST_ID, ingest_id.encode()),
+            (HEADER_PRINCIPAL_ID, principal.id.encode()),
+            (HEADER_PRINCIPAL_TYPE, str(principal.type.value).encode()),
+            (HEADER_RECEIVED_AT, str(received_at_us).encode()),
+            (HEADER_SOURCE_IP, source_ip.encode()),
+            (HEADER_TRANSPORT, transport.encode()),
+        ),
+    )
+    return Intake(ingest_id, header, outcome, reason, record)
+
+
+def ack_control_id(ingest_id: str) -> str:
+    """The ACK's own MSH-10: 20 hex digits of the ingest id (fits ST(20) of v2.3-2.5)."""
+    return ingest_id.replace("-", "")[:20]
+
+
+def reply_ack(intake: Intake, *, stored: bool, now: datetime) -> tuple[bytes, str]:
+    """The ACK bytes and its code: the intake's outcome if stored, else an error ACK."""
+    if stored:
+        outcome, reason, text = intake.outcome, intake.reason, None
+    else:
+        outcome, reason, text = AckOutcome.ERROR, None, STORAGE_FAILED_TEXT
+    ack = build_ack(
+        intake.header,
+        outcome,
+        control_id=ack_control_id(intake.ingest_id),
+        timestamp=now,
+        reason=reason,
+        text=text,
+    )
+    return ack, ack_code(intake.header, outcome)
+
+
+def ack_text(ack: bytes, header: MshHeader | None) -> str:
+    """An ACK built by ``build_ack`` (encoded per MSH-18) as text for the SOAP envelope."""
+    codec = (codec_for(header.character_set) if header is not None else None) or DEFAULT_CODEC
+    return ack.decode(codec, "replace")
