@@ -1,0 +1,73 @@
+"""``hl7-processor stream``: one exactly-once processor (a consumer-group member).
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT: the batch in hand is committed
+and the group left), 1 on a fatal Kafka error (e.g. fenced by a newer instance
+with the same transactional id), 2 on unusable configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from processor.config import load_settings
+from processor.errors import ConfigError, RegistryInvalid
+from processor.stream.metrics_server import start_metrics_server
+from processor.stream.processor import StreamFatalError, StreamProcessor
+
+__all__ = ["main"]
+
+log = logging.getLogger("processor.stream")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        metrics_port=getattr(args, "metrics_port", None),
+        transactional_id=getattr(args, "transactional_id", None),
+    )
+    if not settings.kafka_bootstrap_servers:
+        log.error("HL7_KAFKA_BOOTSTRAP_SERVERS is not set; the stream processor needs a Kafka cluster")
+        return 2
+    if not settings.registry_file:
+        log.error("HL7_REGISTRY_FILE is not set; the stream processor needs the registry file")
+        return 2
+
+    from processor.registry.watcher import RegistryWatcher
+
+    try:
+        watcher = RegistryWatcher(settings.registry_file, settings.registry_reload_seconds)
+    except RegistryInvalid as exc:
+        log.error("registry refused: %s", exc)
+        return 2
+    processor = StreamProcessor(settings, watcher)
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing the open batch, then stopping", signal.Signals(signum).name)
+        processor.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+
+    try:
+        server = start_metrics_server(
+            settings.metrics_port, live=processor.live, readiness=processor.readiness
+        )
+    except OSError as exc:
+        log.error("cannot serve metrics on port %s: %s", settings.metrics_port, exc.strerror)
+        return 2
+    watcher.start()
+    try:
+        processor.run()
+    except StreamFatalError as exc:
+        log.error("stream processor stopped by a fatal Kafka error: %s", exc)
+        return 1
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    finally:
+        server.close()
+        watcher.stop()
+    return 0

@@ -1,0 +1,468 @@
+"""The exactly-once processor: one consumer, one transactional producer, one loop.
+
+Read ``hl7.raw`` (``read_committed``, no auto-commit), route each record with the
+pure :func:`processor.stream.routing.route`, and write the outputs *and* the
+consumed offsets in one Kafka transaction per batch
+(``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447, so a
+zombie from an older group generation cannot commit).
+
+Loop shape, chosen because confluent-kafka runs rebalance callbacks *inside*
+``consume()``: a batch is first collected (``consume`` calls only, no transaction
+open), then produced and committed with no ``consume`` call in between. So a
+revocation can only arrive while no transaction is open, and the callback simply
+drops the buffered records of the revoked partitions; their new owner re-reads
+them from the committed offsets.
+
+Failures (see :mod:`processor.stream.txn_errors`): record content never aborts a
+transaction (it becomes a dead letter); an abortable broker error aborts and
+rewinds the consumer to the committed offsets; an ambiguous one (timeout,
+retriable) replaces the producer (same ``transactional.id``, which fences the old
+one) and rewinds; a fatal one (fenced) raises :class:`StreamFatalError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from processor.avro.raw import RawRecord, decode_headers
+from processor.config import Settings, kafka_passthrough
+from processor.errors import GatewayError
+from processor.health import Readiness
+from processor.kafka.client_config import consumer_config, producer_config
+from processor.metrics import PROCESSOR_END_TO_END, PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
+from processor.registry.model import Registry
+from processor.stream.lag import LagTracker
+from processor.stream.routing import (
+    OVERSIZE_DETAIL,
+    Encoder,
+    Routed,
+    Topics,
+    oversize_dead_letter,
+    route,
+)
+from processor.stream.txn_errors import TxnAction, classify, error_name
+
+__all__ = ["StreamProcessor", "StreamFatalError", "RegistrySource"]
+
+log = logging.getLogger(__name__)
+
+RegistrySource = Callable[[], Registry] | Any  # a callable, or an object with ``.current``
+
+_IDLE_POLL_S = 0.5
+_INIT_RETRY_MAX_S = 10.0
+# Delivery errors that mean "this record can never be written" (not "the broker is down").
+_RECORD_TOO_LARGE = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
+)
+
+
+class StreamFatalError(GatewayError):
+    """The processor cannot continue (fenced by a newer instance, fatal client error)."""
+
+
+def _registry_getter(source: RegistrySource) -> Callable[[], Registry]:
+    if hasattr(source, "current"):
+        return lambda: source.current  # RegistryWatcher (or anything shaped like it)
+    if callable(source):
+        return source
+    if isinstance(source, Registry):
+        return lambda: source
+    raise TypeError("registry_source must be a Registry, a callable or have .current")
+
+
+class StreamProcessor:
+    """One consumer-group member routing ``hl7.raw`` exactly once.
+
+    ``run()`` blocks until ``stop()`` (thread-safe, also from a signal handler) or a
+    fatal error (:class:`StreamFatalError`). ``live()`` and ``readiness`` feed the
+    ``/livez`` and ``/readyz`` probes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry_source: RegistrySource,
+        *,
+        encode: Encoder | None = None,
+        lag_interval_s: float = 5.0,
+    ) -> None:
+        self._settings = settings
+        self._registry = _registry_getter(registry_source)
+        self._encode = encode
+        self._topics = Topics(accepted=settings.topic_accepted, deadletter=settings.topic_deadletter)
+        self._txn_timeout_s = settings.transaction_timeout_ms / 1000.0
+        self._stop = threading.Event()
+        self._running = False
+        self._failed = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._buffer: list[Message] = []
+        self._assigned: set[tuple[str, int]] = set()
+        self._oversize: set[tuple[str, int, int]] = set()
+        self._lag = LagTracker(lag_interval_s)
+        self._beat = time.monotonic()
+        self._live_window_s = max(60.0, 3 * self._txn_timeout_s)
+        self.committed_records = 0  # for embedding/tests; counts outputs committed by this instance
+        self.readiness = Readiness()
+        self.readiness.add("stream_loop", lambda: self._running and self._producer is not None)
+        self.readiness.add("registry", self._registry_ok)
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> None:
+        """Process until ``stop()``; raises :class:`StreamFatalError` on a fatal Kafka error."""
+        if self._running:
+            raise RuntimeError("StreamProcessor.run() is already running")
+        if self._encode is None:
+            from processor.avro.codec import AvroCodec
+
+            self._encode = AvroCodec.from_settings(self._settings).encode
+        log.info(
+            "stream processor starting: group=%s transactional.id=%s raw=%s",
+            self._settings.consumer_group, self._settings.transactional_id, self._settings.topic_raw,
+        )
+        try:
+            self._producer = self._new_producer()
+            if self._producer is None:
+                return  # stopped before Kafka became reachable
+            self._consumer = self._new_consumer()
+            self._running = True
+            while not self._stop.is_set():
+                self._beat = time.monotonic()
+                batch = self._collect()
+                if batch:
+                    self._process(batch)
+                self._lag.maybe_update(self._consumer)
+        except _Stopped:
+            log.info("stopped while Kafka was unreachable")
+        except StreamFatalError:
+            self._failed = True
+            raise
+        finally:
+            self._running = False
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the batch in hand, commit it, leave the group and return."""
+        self._stop.set()
+
+    def live(self) -> bool:
+        """Alive unless failed, or the loop has not turned for far longer than a commit may take."""
+        if self._failed:
+            return False
+        if not self._running:
+            return True  # starting up or stopped cleanly: the process decides
+        return time.monotonic() - self._beat < self._live_window_s
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self._assigned)
+
+    # ------------------------------------------------------------------ clients
+    def _new_consumer(self) -> Consumer:
+        extra: dict[str, Any] = {"enable.partition.eof": False}
+        if "partition.assignment.strategy" not in kafka_passthrough():
+            # Cooperative: a rebalance revokes only the partitions that move.
+            extra["partition.assignment.strategy"] = "cooperative-sticky"
+        consumer = Consumer(consumer_config(self._settings, **extra))
+        consumer.subscribe(
+            [self._settings.topic_raw],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        return consumer
+
+    def _new_producer(self) -> Producer | None:
+        """A transactional producer after ``init_transactions`` (retried until stop)."""
+        conf = producer_config(
+            self._settings,
+            **{
+                "transactional.id": self._settings.transactional_id,
+                "transaction.timeout.ms": self._settings.transaction_timeout_ms,
+            },
+        )
+        delay = 0.5
+        producer = Producer(conf)
+        while True:
+            try:
+                producer.init_transactions(self._txn_timeout_s)
+                log.info("transactional producer ready (%s)", self._settings.transactional_id)
+                return producer
+            except KafkaException as exc:
+                if classify(exc) is TxnAction.FATAL:
+                    raise StreamFatalError(
+                        f"init_transactions failed fatally: {error_name(exc)}"
+                    ) from exc
+                log.warning("init_transactions failed, retrying: %s", error_name(exc))
+                if not exc.args[0].retriable():
+                    producer = Producer(conf)
+            if self._stop.wait(delay):
+                return None
+            self._beat = time.monotonic()
+            delay = min(delay * 2, _INIT_RETRY_MAX_S)
+
+    # ------------------------------------------------------------------ rebalance callbacks
+    # Called from inside consumer.consume(), i.e. on this loop's thread, never while a
+    # transaction is open (see module docstring).
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions, "revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions, "lost")
+
+    def _drop(self, partitions: list[TopicPartition], why: str) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        before = len(self._buffer)
+        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
+        self._assigned -= gone
+        self._lag.forget(partitions)
+        log.info(
+            "%s partitions %s (dropped %d uncommitted buffered records)",
+            why, sorted(p for _t, p in gone), before - len(self._buffer),
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def _collect(self) -> list[Message]:
+        """Up to ``batch_max_records`` records, waiting at most ``batch_max_ms`` after the first."""
+        consumer = self._consumer
+        assert consumer is not None
+        limit = max(1, self._settings.batch_max_records)
+        self._buffer = []
+        self._take(consumer.consume(limit, _IDLE_POLL_S))
+        if not self._buffer:
+            return []
+        deadline = time.monotonic() + self._settings.batch_max_ms / 1000.0
+        while len(self._buffer) < limit and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._take(consumer.consume(limit - len(self._buffer), remaining))
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _take(self, messages: list[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                self._buffer.append(msg)
+            elif err.fatal():
+                raise StreamFatalError(f"consumer error: {err.name()}: {err.str()}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s: %s", err.name(), err.str())
+
+    def _raw(self, msg: Message) -> RawRecord:
+        ts_type, ts = msg.timestamp()
+        return RawRecord(
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key(),
+            value=msg.value() or b"",
+            headers=decode_headers(msg.headers()),
+            timestamp_ms=None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+        )
+
+    def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
+        raw = self._raw(msg)
+        assert self._encode is not None
+        headers = msg.headers() or []
+        if (raw.topic, raw.partition, raw.offset) in self._oversize:
+            return oversize_dead_letter(
+                raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
+                kafka_headers=headers,
+            )
+        return route(
+            raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
+            kafka_headers=headers,
+        )
+
+    def _process(self, batch: list[Message]) -> None:
+        """Route, produce and commit one batch in one transaction."""
+        registry = self._registry()
+        now_us = time.time_ns() // 1000
+        routed = [self._route(msg, registry, now_us) for msg in batch]
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        try:
+            producer.begin_transaction()
+            for msg, out in zip(batch, routed):
+                self._produce(producer, msg, out, registry, now_us)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                consumer.consumer_group_metadata(),
+                self._txn_timeout_s,
+            )
+            producer.commit_transaction(self._txn_timeout_s)
+        except KafkaException as exc:
+            self._recover(exc)
+            return
+        PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
+        self._count(routed)
+
+    def _produce(
+        self, producer: Producer, msg: Message, out: Routed, registry: Registry, now_us: int
+    ) -> None:
+        on_delivery = functools.partial(self._delivered, (msg.topic(), msg.partition(), msg.offset()))
+        while True:
+            try:
+                producer.produce(
+                    out.topic, value=out.value, key=out.key, headers=out.headers,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+            except KafkaException as exc:
+                if exc.args[0].code() not in _RECORD_TOO_LARGE or out.detail == OVERSIZE_DETAIL:
+                    raise
+                log.warning(
+                    "output for %s[%d]@%d too large; dead-lettering without payload",
+                    msg.topic(), msg.partition(), msg.offset(),
+                )
+                assert self._encode is not None
+                out = oversize_dead_letter(
+                    self._raw(msg), registry, now_us=now_us, topics=self._topics,
+                    encode=self._encode, kafka_headers=msg.headers() or [],
+                )
+
+    def _delivered(self, source: tuple[str, int, int], err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and err.code() in _RECORD_TOO_LARGE:
+            # The transaction will fail; on the retry this record is dead-lettered without payload.
+            self._oversize.add(source)
+
+    def _count(self, routed: list[Routed]) -> None:
+        self.committed_records += len(routed)
+        counts = Counter((r.outcome, r.reason.value if r.reason else "", r.principal) for r in routed)
+        for (outcome, reason, principal), n in counts.items():
+            PROCESSOR_RECORDS.labels(outcome=outcome, reason=reason, principal=principal).inc(n)
+        now = time.time()
+        for r in routed:
+            if r.received_at_us is not None:
+                latency = now - r.received_at_us / 1e6
+                if latency >= 0:
+                    PROCESSOR_END_TO_END.observe(latency)
+        if self._oversize:
+            self._oversize.difference_update(
+                {(s, p, o) for (s, p, o) in self._oversize if (s, p) not in self._assigned}
+            )
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self, exc: KafkaException) -> None:
+        action = classify(exc)
+        PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
+        if action is TxnAction.FATAL:
+            log.error("FATAL Kafka error, stopping this processor: %s", error_name(exc))
+            raise StreamFatalError(error_name(exc)) from exc
+        if action is TxnAction.ABORT:
+            log.warning("transaction aborted: %s", error_name(exc))
+            try:
+                assert self._producer is not None
+                self._producer.abort_transaction(self._txn_timeout_s)
+            except KafkaException as abort_exc:
+                if classify(abort_exc) is TxnAction.FATAL:
+                    log.error("FATAL Kafka error on abort: %s", error_name(abort_exc))
+                    raise StreamFatalError(error_name(abort_exc)) from abort_exc
+                log.warning("abort outcome unknown (%s); replacing producer", error_name(abort_exc))
+                self._replace_producer()
+        else:
+            log.warning(
+                "transaction outcome unknown (%s); replacing producer (fences the old one)",
+                error_name(exc),
+            )
+            self._replace_producer()
+        self._rewind()
+
+    def _replace_producer(self) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                old.purge(in_queue=True, in_flight=True, blocking=False)
+            except Exception:  # noqa: BLE001 - the old producer is being discarded anyway
+                pass
+            del old
+        self._producer = self._new_producer()
+        if self._producer is None:  # stop() while Kafka was unreachable
+            raise _Stopped()
+
+    def _rewind(self) -> None:
+        """Seek every owned partition back to its committed offset (the truth after abort)."""
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        try:
+            committed = consumer.committed(assignment, timeout=max(30.0, self._txn_timeout_s))
+            for tp in committed:
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            log.info("rewound %d partitions to committed offsets", len(committed))
+        except KafkaException as exc:
+            log.warning("rewind failed (%s); rejoining the group", error_name(exc))
+            self._rebuild_consumer()
+
+    def _rebuild_consumer(self) -> None:
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001
+                log.warning("closing the old consumer failed", exc_info=True)
+        self._assigned.clear()
+        self._lag.forget_all()
+        self._consumer = self._new_consumer()
+
+    # ------------------------------------------------------------------ shutdown / health
+    def _shutdown(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:
+            try:
+                consumer.close()  # leaves the group now: no wait for the session timeout
+            except Exception:  # noqa: BLE001
+                log.warning("consumer close failed", exc_info=True)
+        if producer is not None:
+            try:
+                producer.flush(5)
+            except Exception:  # noqa: BLE001
+                log.warning("producer flush failed", exc_info=True)
+        self._assigned.clear()
+        self._lag.forget_all()
+        log.info("stream processor stopped")
+
+    def _registry_ok(self) -> bool:
+        return isinstance(self._registry(), Registry)
+
+
+class _Stopped(Exception):
+    """Internal: stop() arrived while a replacement producer could not be initialised."""

@@ -1,0 +1,270 @@
+"""Where one raw record goes: the processor's functional core (pure, no I/O).
+
+``route`` turns one :class:`RawRecord` plus the registry in force into exactly one
+output record for ``hl7.accepted`` or ``hl7.deadletter``, already Avro-encoded.
+It never raises for anything a record can contain: row 1 (headers) is checked
+here, rows 2-11 by :func:`processor.decision.decide`, and any exception while
+building or encoding a record becomes a ``PROCESSING_ERROR`` dead letter, so no
+record, however malformed, can stop its partition (SPEC 5, Guarantees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from processor.avro.raw import (
+    HEADER_PRINCIPAL_ID,
+    HEADER_PRINCIPAL_TYPE,
+    HEADER_RECEIVED_AT,
+    HEADER_TRANSPORT,
+    REQUIRED_HEADERS,
+    RawRecord,
+    parse_epoch_micros,
+)
+from processor.avro.records import accepted_record, dead_letter_record
+from processor.decision import Accepted, decide
+from processor.hl7.header import MshHeader, read_header
+from processor.reasons import Reason
+from processor.registry.model import Registry
+
+__all__ = [
+    "Outcome",
+    "Topics",
+    "Routed",
+    "Encoder",
+    "KafkaHeaders",
+    "PRINCIPAL_TYPES",
+    "TRANSPORTS",
+    "UNKNOWN_PRINCIPAL",
+    "OVERSIZE_DETAIL",
+    "metadata_problem",
+    "oversize_dead_letter",
+    "principal_label",
+    "route",
+]
+
+Outcome = Literal["accepted", "deadletter"]
+Encoder = Callable[[str, dict[str, Any]], bytes]
+KafkaHeaders = Sequence[tuple[str, bytes | str | None]]
+
+PRINCIPAL_TYPES = frozenset({"partner", "customer"})
+TRANSPORTS = frozenset({"http", "soap", "gateway"})
+UNKNOWN_PRINCIPAL = "unknown"
+OVERSIZE_DETAIL = (
+    "oversize: routed record exceeds the producer's message.max.bytes; "
+    "payload and headers omitted (the original stays in the source topic at source_offset)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Output topic names (configurable, SPEC 5)."""
+
+    accepted: str
+    deadletter: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One output record, ready for ``producer.produce``, plus what metrics need."""
+
+    outcome: Outcome
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes | str | None]]
+    reason: Reason | None
+    detail: str
+    principal: str  # metric label: a registry id, or "unknown" (bounded)
+    received_at_us: int | None
+
+
+def metadata_problem(raw: RawRecord) -> str | None:
+    """Decision row 1: ``None`` when all six headers are present and well formed.
+
+    The detail names headers only, never their values (which may be anything).
+    """
+    missing = raw.missing_headers
+    if missing:
+        return "missing header(s): " + ", ".join(missing)
+    bad: list[str] = []
+    if parse_epoch_micros(raw.header(HEADER_RECEIVED_AT)) is None:
+        bad.append(f"{HEADER_RECEIVED_AT} (epoch micros expected)")
+    if raw.header(HEADER_PRINCIPAL_TYPE) not in PRINCIPAL_TYPES:
+        bad.append(f"{HEADER_PRINCIPAL_TYPE} (partner|customer expected)")
+    if raw.header(HEADER_TRANSPORT) not in TRANSPORTS:
+        bad.append(f"{HEADER_TRANSPORT} (http|soap|gateway expected)")
+    if bad:
+        return "malformed header(s): " + ", ".join(bad)
+    return None
+
+
+def principal_label(registry: Registry, principal_id: str | None) -> str:
+    """Metric label for the principal: its id only when the registry knows it (bounded)."""
+    if principal_id and registry.principal(principal_id) is not None:
+        return principal_id
+    return UNKNOWN_PRINCIPAL
+
+
+def _header_or_none(payload: bytes) -> MshHeader | None:
+    """Best-effort MSH for dead-letter provenance fields; ``None`` when unreadable."""
+    try:
+        return read_header(payload)
+    except Exception:  # noqa: BLE001 - provenance is optional, the reason is already known
+        return None
+
+
+def _headers_out(raw: RawRecord, kafka_headers: KafkaHeaders | None) -> list[tuple[str, Any]]:
+    if kafka_headers is not None:
+        return list(kafka_headers)
+    return [(name, value.encode("utf-8")) for name, value in raw.headers.items()]
+
+
+def _dead_letter(
+    raw: RawRecord,
+    registry: Registry,
+    *,
+    reason: Reason,
+    detail: str,
+    header: MshHeader | None,
+    now_us: int,
+    topics: Topics,
+    encode: Encoder,
+    headers: list[tuple[str, Any]],
+) -> Routed:
+    try:
+        record = dead_letter_record(
+            reason=reason,
+            detail=detail,
+            raw=raw,
+            dead_lettered_at_us=now_us,
+            registry_version=registry.version,
+            header=header,
+        )
+        value = encode(topics.deadletter, record)
+    except Exception as exc:  # noqa: BLE001 - e.g. a header field Avro cannot hold
+        reason = Reason.PROCESSING_ERROR
+        detail = f"dead letter for {detail[:200]!s} failed to encode ({type(exc).__name__}); provenance fields dropped"
+        record = dead_letter_record(
+            reason=reason,
+            detail=detail,
+            raw=RawRecord(raw.topic, raw.partition, raw.offset, raw.key, raw.value, {}),
+            dead_lettered_at_us=now_us,
+            registry_version=registry.version,
+            header=None,
+        )
+        value = encode(topics.deadletter, record)
+    return Routed(
+        outcome="deadletter",
+        topic=topics.deadletter,
+        key=raw.key,
+        value=value,
+        headers=headers,
+        reason=reason,
+        detail=detail,
+        principal=principal_label(registry, raw.principal_id),
+        received_at_us=raw.received_at_us,
+    )
+
+
+def route(
+    raw: RawRecord,
+    registry: Registry,
+    *,
+    now_us: int,
+    topics: Topics,
+    encode: Encoder,
+    kafka_headers: KafkaHeaders | None = None,
+) -> Routed:
+    """Exactly one output record for ``raw`` (never raises for record content).
+
+    ``now_us`` fills ``processed_at`` / ``dead_lettered_at``; ``encode(topic, dict)``
+    is the Avro codec; ``kafka_headers`` are the raw record's headers exactly as read
+    (carried over byte for byte; rebuilt from ``raw.headers`` when omitted).
+    """
+    headers = _headers_out(raw, kafka_headers)
+    common: dict[str, Any] = {
+        "now_us": now_us,
+        "topics": topics,
+        "encode": encode,
+        "headers": headers,
+    }
+    problem = metadata_problem(raw)
+    if problem is not None:
+        return _dead_letter(
+            raw, registry, reason=Reason.MISSING_METADATA, detail=problem,
+            header=_header_or_none(raw.value), **common,
+        )
+    principal_id = raw.headers[HEADER_PRINCIPAL_ID]
+    try:
+        decision = decide(registry, principal_id, raw.headers[HEADER_PRINCIPAL_TYPE], raw.value)
+    except Exception as exc:  # noqa: BLE001 - decide promises not to raise; belt and braces
+        return _dead_letter(
+            raw, registry, reason=Reason.PROCESSING_ERROR,
+            detail=f"decision failed ({type(exc).__name__})", header=None, **common,
+        )
+    if not isinstance(decision, Accepted):
+        return _dead_letter(
+            raw, registry, reason=Reason(decision.reason), detail=decision.detail,
+            header=decision.header, **common,
+        )
+    try:
+        value = encode(topics.accepted, accepted_record(decision, raw, now_us))
+    except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
+        return _dead_letter(
+            raw, registry, reason=Reason.PROCESSING_ERROR,
+            detail=f"accepted record failed to encode ({type(exc).__name__})",
+            header=decision.header, **common,
+        )
+    return Routed(
+        outcome="accepted",
+        topic=topics.accepted,
+        key=raw.key,
+        value=value,
+        headers=headers,
+        reason=None,
+        detail="",
+        principal=principal_label(registry, principal_id),
+        received_at_us=raw.received_at_us,
+    )
+
+
+def oversize_dead_letter(
+    raw: RawRecord,
+    registry: Registry,
+    *,
+    now_us: int,
+    topics: Topics,
+    encode: Encoder,
+    kafka_headers: KafkaHeaders | None = None,
+) -> Routed:
+    """A small ``PROCESSING_ERROR`` dead letter for a record whose output Kafka refused as too large.
+
+    Without it that record would abort every retry of its transaction and stop the
+    partition; with it the failure is visible and the original is still in ``hl7.raw``.
+    """
+    slim = RawRecord(raw.topic, raw.partition, raw.offset, raw.key, b"", {
+        name: raw.headers[name] for name in REQUIRED_HEADERS if name in raw.headers
+    })
+    record = dead_letter_record(
+        reason=Reason.PROCESSING_ERROR,
+        detail=OVERSIZE_DETAIL,
+        raw=slim,
+        dead_lettered_at_us=now_us,
+        registry_version=registry.version,
+        header=None,
+    )
+    headers = [(n, v) for n, v in _headers_out(raw, kafka_headers) if n in REQUIRED_HEADERS]
+    return Routed(
+        outcome="deadletter",
+        topic=topics.deadletter,
+        key=raw.key,
+        value=encode(topics.deadletter, record),
+        headers=headers,
+        reason=Reason.PROCESSING_ERROR,
+        detail=OVERSIZE_DETAIL,
+        principal=principal_label(registry, raw.principal_id),
+        received_at_us=raw.received_at_us,
+    )
