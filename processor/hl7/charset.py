@@ -1,0 +1,44 @@
+"""MSH-18 character set names -> Python codecs.
+
+Only byte-oriented, ASCII-compatible character sets are supported: in them the
+delimiter bytes (``|^~\\&`` or whatever MSH-1/MSH-2 declare) can never occur
+inside a multi-byte character, so the MSH segment can be located and split at
+the byte level before anything is decoded. Double-byte sets whose trail bytes
+overlap ASCII punctuation (BIG-5, GB 18030, Shift-JIS) and UTF-16/32 are
+refused rather than mis-split.
+
+When MSH-18 is empty, HL7 says "ASCII"; in practice senders put UTF-8 or
+8859/1 in the payload without declaring it. We decode only the MSH segment,
+which is nearly always plain ASCII, so the default is strict UTF-8 (a superset
+of ASCII); MSH bytes that are not UTF-8 without a declaration are malformed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_CODEC", "codec_for"]
+
+DEFAULT_CODEC = "utf-8"
+
+_CODECS: dict[str, str] = {
+    "": DEFAULT_CODEC,
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",  # not an HL7 table 0211 value, but widely sent
+    "ISO IR100": "iso8859-1",  # DICOM-style name for Latin-1, seen in the wild
+    "ISO IR192": "utf-8",
+    "KS X 1001": "euc_kr",  # trail bytes are 0xA1-0xFE: byte split is safe
+}
+for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15):
+    _CODECS[f"8859/{_n}"] = f"iso8859-{_n}"
+
+
+def codec_for(character_set: str | None) -> str | None:
+    """Python codec for an MSH-18 value (first repetition), None if unsupported.
+
+    Matching is case-insensitive and ignores surrounding blanks: the value is a
+    coded identifier, not data, and senders vary in spelling.
+    """
+    if not character_set:
+        return DEFAULT_CODEC
+    return _CODECS.get(character_set.strip().upper())

@@ -1,0 +1,340 @@
+"""Fast, strict reader of the MSH segment of one HL7 v2 (ER7) message.
+
+Why our own reader: the gateway only needs the header to route and ACK a
+message, and must stay fast for multi-megabyte payloads. We locate MSH with
+``bytes.find``, cut the segment at its terminator and decode only those bytes
+(per MSH-18, see ``processor.hl7.charset``); the payload is never decoded nor
+re-encoded. hl7apy is used as the reference in the tests, not here.
+
+Accepted framing around the message: a UTF-8 BOM, MLLP start/end bytes
+(0x0B, 0x1C 0x0D) and blank lines before MSH. MSH must be the first segment.
+Segment terminators CR, LF or CRLF are detected from the end of MSH.
+
+Every input problem raises ``NoMshSegment`` (no MSH segment anywhere) or
+``MalformedHl7``; texts name the problem, never content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from processor.errors import MalformedHl7, NoMshSegment
+from processor.hl7.charset import codec_for
+from processor.hl7.escape import unescape_with
+
+__all__ = ["MshHeader", "read_header", "MIN_MSH_FIELDS"]
+
+#: MSH-1 .. MSH-12 must be present (MSH-9, -10, -12 are required by every version).
+MIN_MSH_FIELDS = 12
+
+# Bytes tolerated before "MSH": UTF-8 BOM parts are handled separately.
+_LEADING = b"\x0b\x1c\r\n \t"
+_BOM = b"\xef\xbb\xbf"
+# Delimiters must be ASCII punctuation (HL7 recommends |^~\& ; any printable
+# non-alphanumeric works, but letters, digits, blanks and controls never do).
+_PUNCT = frozenset(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+# How far to look for the end of MSH before scanning the whole message.
+_WINDOW = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class MshHeader:
+    """What the gateway needs from MSH; ``*_raw`` fields are as received (escaped)."""
+
+    field_separator: str
+    component_separator: str
+    repetition_separator: str
+    escape_character: str
+    subcomponent_separator: str
+    sending_application: str | None
+    sending_application_raw: str
+    sending_facility_raw: str
+    msh4_namespace_id: str
+    receiving_application_raw: str
+    receiving_facility_raw: str
+    message_datetime: str
+    message_type: str
+    trigger_event: str | None
+    message_structure: str | None
+    message_control_id: str
+    processing_id_raw: str
+    version_id: str
+    version_raw: str
+    accept_ack_type: str | None
+    application_ack_type: str | None
+    character_set: str | None
+    segment_terminator: str
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """MSH-15 non-empty: the sender asked for enhanced acknowledgement (CA/CE/CR)."""
+        return bool(self.accept_ack_type)
+
+    @property
+    def encoding_characters(self) -> str:
+        """MSH-2 without a truncation character."""
+        return (
+            self.component_separator
+            + self.repetition_separator
+            + self.escape_character
+            + self.subcomponent_separator
+        )
+
+
+def _locate_msh(data: bytes) -> int:
+    """Offset of "MSH" at the start of the message, after tolerated framing."""
+    pos = 3 if data.startswith(_BOM) else 0
+    n = len(data)
+    while pos < n and data[pos] in _LEADING:
+        pos += 1
+    if data.startswith(b"MSH", pos):
+        return pos
+    # Not first: distinguish "no MSH at all" (HTTP 400) from "MSH elsewhere".
+    if data.find(b"\rMSH", pos) >= 0 or data.find(b"\nMSH", pos) >= 0:
+        raise MalformedHl7("MSH is not the first segment")
+    raise NoMshSegment("no MSH segment found")
+
+
+def _segment_end(data: bytes, start: int) -> tuple[int, str]:
+    """End offset of the segment starting at ``start`` and its terminator."""
+    limit = min(len(data), start + _WINDOW)
+    while True:
+        cr = data.find(b"\r", start, limit)
+        lf = data.find(b"\n", start, cr if cr >= 0 else limit)
+        if lf >= 0:
+            return lf, "\n"
+        if cr >= 0:
+            return cr, ("\r\n" if data.startswith(b"\n", cr + 1) else "\r")
+        if limit >= len(data):
+            return len(data), "\r"  # single-segment message: CR is the default
+        start, limit = limit, len(data)
+
+
+def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
+    """Decode an MSH segment holding non-ASCII bytes per its MSH-18."""
+    raw_fields = segment.split(fs_byte, 18)
+    raw_cs = raw_fields[17] if len(raw_fields) > 17 else b""
+    raw_cs = raw_cs.split(segment[5:6], 1)[0] if len(segment) > 5 else raw_cs
+    if not raw_cs.isascii():
+        raise MalformedHl7("MSH-18 is not ASCII")
+    codec = codec_for(raw_cs.decode("ascii"))
+    if codec is None:
+        raise MalformedHl7("MSH-18 names an unsupported character set")
+    try:
+        return segment.decode(codec)
+    except UnicodeDecodeError:
+        if raw_cs:
+            raise MalformedHl7("MSH segment does not decode in the character set of MSH-18") from None
+        raise MalformedHl7("MSH segment is not UTF-8 and MSH-18 declares no character set") from None
+
+
+def _check_delimiters(fs: str, enc: str) -> None:
+    """MSH-1/MSH-2: punctuation, distinct, 4 characters (+ optional truncation char)."""
+    if len(enc) not in (4, 5) or len(set(enc)) != len(enc) or fs in enc:
+        raise MalformedHl7("MSH-2 encoding characters are invalid")
+    for ch in enc:
+        if ch > "\x7f" or ord(ch) not in _PUNCT:
+            raise MalformedHl7("MSH-2 encoding characters are invalid")
+
+
+_USUAL_ENC = frozenset(("^~\\&", "^~\\&#"))
+
+_new = object.__new__
+_SLOT = MshHeader.__dict__
+_set_0 = _SLOT["field_separator"].__set__
+_set_1 = _SLOT["component_separator"].__set__
+_set_2 = _SLOT["repetition_separator"].__set__
+_set_3 = _SLOT["escape_character"].__set__
+_set_4 = _SLOT["subcomponent_separator"].__set__
+_set_5 = _SLOT["sending_application"].__set__
+_set_6 = _SLOT["sending_application_raw"].__set__
+_set_7 = _SLOT["sending_facility_raw"].__set__
+_set_8 = _SLOT["msh4_namespace_id"].__set__
+_set_9 = _SLOT["receiving_application_raw"].__set__
+_set_10 = _SLOT["receiving_facility_raw"].__set__
+_set_11 = _SLOT["message_datetime"].__set__
+_set_12 = _SLOT["message_type"].__set__
+_set_13 = _SLOT["trigger_event"].__set__
+_set_14 = _SLOT["message_structure"].__set__
+_set_15 = _SLOT["message_control_id"].__set__
+_set_16 = _SLOT["processing_id_raw"].__set__
+_set_17 = _SLOT["version_id"].__set__
+_set_18 = _SLOT["version_raw"].__set__
+_set_19 = _SLOT["accept_ack_type"].__set__
+_set_20 = _SLOT["application_ack_type"].__set__
+_set_21 = _SLOT["character_set"].__set__
+_set_22 = _SLOT["segment_terminator"].__set__
+
+
+def _new_header(
+    field_separator: Any,
+    component_separator: Any,
+    repetition_separator: Any,
+    escape_character: Any,
+    subcomponent_separator: Any,
+    sending_application: Any,
+    sending_application_raw: Any,
+    sending_facility_raw: Any,
+    msh4_namespace_id: Any,
+    receiving_application_raw: Any,
+    receiving_facility_raw: Any,
+    message_datetime: Any,
+    message_type: Any,
+    trigger_event: Any,
+    message_structure: Any,
+    message_control_id: Any,
+    processing_id_raw: Any,
+    version_id: Any,
+    version_raw: Any,
+    accept_ack_type: Any,
+    application_ack_type: Any,
+    character_set: Any,
+    segment_terminator: Any,
+) -> MshHeader:
+    """Build an MshHeader without the frozen-dataclass ``__init__``.
+
+    Why: that ``__init__`` calls ``object.__setattr__`` once per field and was
+    about half of read_header's time; writing the slots straight through their
+    member descriptors gives an identical (equal, hashable, still frozen)
+    instance in roughly half the time. ``test_header`` checks the equality.
+    """
+    obj = _new(MshHeader)
+    _set_0(obj, field_separator)
+    _set_1(obj, component_separator)
+    _set_2(obj, repetition_separator)
+    _set_3(obj, escape_character)
+    _set_4(obj, subcomponent_separator)
+    _set_5(obj, sending_application)
+    _set_6(obj, sending_application_raw)
+    _set_7(obj, sending_facility_raw)
+    _set_8(obj, msh4_namespace_id)
+    _set_9(obj, receiving_application_raw)
+    _set_10(obj, receiving_facility_raw)
+    _set_11(obj, message_datetime)
+    _set_12(obj, message_type)
+    _set_13(obj, trigger_event)
+    _set_14(obj, message_structure)
+    _set_15(obj, message_control_id)
+    _set_16(obj, processing_id_raw)
+    _set_17(obj, version_id)
+    _set_18(obj, version_raw)
+    _set_19(obj, accept_ack_type)
+    _set_20(obj, application_ack_type)
+    _set_21(obj, character_set)
+    _set_22(obj, segment_terminator)
+    return obj
+
+
+def read_header(data: bytes) -> MshHeader:
+    """Read the MSH segment of ``data``; raises NoMshSegment / MalformedHl7 only."""
+    try:
+        return _read_header(data)
+    except MalformedHl7:
+        raise
+    except Exception:  # pragma: no cover - defence in depth: contract is "never anything else"
+        raise MalformedHl7("MSH segment could not be read") from None
+
+
+def _read_header(data: bytes) -> MshHeader:
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedHl7("message is not bytes")
+        data = bytes(data)
+    start = 0 if data.startswith(b"MSH") else _locate_msh(data)
+    # Segment end: CR is by far the most common terminator; look for it within
+    # a window so an LF-only multi-megabyte message is not scanned to its end.
+    cr = data.find(b"\r", start, start + _WINDOW)
+    if cr > 0 and data.find(b"\n", start, cr) < 0:
+        end = cr
+        terminator = "\r\n" if data.startswith(b"\n", cr + 1) else "\r"
+    else:
+        end, terminator = _segment_end(data, start)
+    segment = data[start:end]
+    if segment.endswith(b"\x1c"):  # MLLP end block glued to a one-segment message
+        segment = segment.rstrip(b"\x1c")
+    if len(segment) < 8 or segment[3] not in _PUNCT:
+        if len(segment) < 8:
+            raise MalformedHl7("MSH segment truncated")
+        raise MalformedHl7("MSH-1 field separator is invalid")
+    if segment.isascii():
+        # All supported codecs are ASCII-compatible: nothing else to decide.
+        text = segment.decode("ascii")
+    else:
+        text = _decode_non_ascii(segment, segment[3:4])
+    fs = text[3]
+    fields = text.split(fs)
+    n = len(fields)
+    if n < MIN_MSH_FIELDS:
+        raise MalformedHl7("MSH segment truncated: fewer than 12 fields")
+    enc = fields[1]
+    if fs != "|" or enc not in _USUAL_ENC:
+        _check_delimiters(fs, enc)
+    cs = enc[0]
+    rs = enc[1]
+    esc = enc[2]
+    ss = enc[3]
+
+    msh3 = fields[2]
+    msh4 = fields[3]
+    sending_app = msh3.split(cs, 1)[0]
+    namespace_id = msh4.split(cs, 1)[0]
+    msh9 = fields[8].split(cs)
+    message_type = msh9[0]
+    trigger = msh9[1] if len(msh9) > 1 else ""
+    structure = msh9[2] if len(msh9) > 2 else ""
+    control_id = fields[9]
+    version_raw = fields[11]
+    version_id = version_raw.split(cs, 1)[0]
+    accept_ack = fields[14] if n > 14 else ""
+    app_ack = fields[15] if n > 15 else ""
+    charset = fields[17].split(rs, 1)[0] if n > 17 else ""
+    if text.find(esc, 4 + len(enc)) >= 0:
+        # Rare: only then pay for unescaping the fields we return decoded.
+        sending_app = unescape_with(sending_app, esc, fs, cs, rs, ss)
+        namespace_id = unescape_with(namespace_id, esc, fs, cs, rs, ss)
+        message_type = unescape_with(message_type, esc, fs, cs, rs, ss)
+        trigger = unescape_with(trigger, esc, fs, cs, rs, ss)
+        structure = unescape_with(structure, esc, fs, cs, rs, ss)
+        control_id = unescape_with(control_id, esc, fs, cs, rs, ss)
+        version_id = unescape_with(version_id, esc, fs, cs, rs, ss)
+        accept_ack = unescape_with(accept_ack, esc, fs, cs, rs, ss)
+        app_ack = unescape_with(app_ack, esc, fs, cs, rs, ss)
+        charset = unescape_with(charset, esc, fs, cs, rs, ss)
+    if not message_type:
+        raise MalformedHl7("MSH-9 message type is empty")
+    if not control_id:
+        raise MalformedHl7("MSH-10 message control id is empty")
+    if not version_id:
+        raise MalformedHl7("MSH-12 version id is empty")
+    if charset and codec_for(charset) is None:
+        raise MalformedHl7("MSH-18 names an unsupported character set")
+    return _new_header(
+        fs,
+        cs,
+        rs,
+        esc,
+        ss,
+        sending_app or None,
+        msh3,
+        msh4,
+        namespace_id,
+        fields[4],
+        fields[5],
+        fields[6],
+        message_type,
+        trigger or None,
+        structure or None,
+        control_id,
+        fields[10],
+        version_id,
+        version_raw,
+        accept_ack or None,
+        app_ack or None,
+        charset or None,
+        terminator,
+    )
+
+
+if tuple(f.name for f in fields(MshHeader)) != _new_header.__code__.co_varnames[:23]:  # pragma: no cover
+    raise ImportError("MshHeader fields and _new_header are out of step")

@@ -1,0 +1,67 @@
+"""MSH-4.1 grammar: ``connecting-alias{data-controller-alias}`` (SPEC 3, rows 5-6).
+
+The input is MSH-4.1 already unescaped (``MshHeader.msh4_namespace_id``).
+Nothing is trimmed: surrounding whitespace is a syntax error. Error details
+name the rule that failed, never the value (it is sender-controlled text).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from processor.errors import Msh4Error
+from processor.reasons import Reason
+
+__all__ = ["Msh4Aliases", "parse_msh4", "ALIAS_PATTERN", "is_alias"]
+
+#: Alias syntax shared with the registry (SPEC 3).
+ALIAS_PATTERN = r"[A-Za-z0-9._-]+"
+
+_ALIAS_CHARS = string.ascii_letters + string.digits + "._-"
+
+
+@dataclass(frozen=True, slots=True)
+class Msh4Aliases:
+    """The two aliases named by MSH-4.1; ``legacy`` for a plain customer value."""
+
+    connecting_alias: str
+    data_controller_alias: str
+    legacy: bool
+
+
+def is_alias(value: str) -> bool:
+    """True when ``value`` matches ``ALIAS_PATTERN`` exactly.
+
+    ``strip`` with the allowed set leaves "" only when every character is
+    allowed: linear, and faster than a regex for these short values.
+    """
+    return bool(value) and value.isascii() and not value.strip(_ALIAS_CHARS)
+
+
+def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
+    """Split MSH-4.1 into aliases or raise Msh4Error(MSH4_MISSING | MSH4_SYNTAX).
+
+    A plain alias (no braces) is accepted only for a Customer principal: its
+    legacy connection means ``X{X}``; row 10 later checks X is its own alias.
+    """
+    if not namespace_id:
+        raise Msh4Error(Reason.MSH4_MISSING, "MSH-4.1 is empty")
+    if namespace_id[-1] == "}":
+        brace = namespace_id.find("{")
+        connecting = namespace_id[:brace]
+        controller = namespace_id[brace + 1 : -1]
+        # brace > 0 also rules out -1 (no "{"): controller would be bogus then.
+        if brace > 0 and is_alias(connecting) and is_alias(controller):
+            return Msh4Aliases(connecting, controller, False)
+    elif is_alias(namespace_id):
+        if customer_principal:
+            return Msh4Aliases(namespace_id, namespace_id, True)
+        raise Msh4Error(
+            Reason.MSH4_SYNTAX,
+            "MSH-4.1 must be connecting-alias{data-controller-alias} for a partner",
+        )
+    raise Msh4Error(
+        Reason.MSH4_SYNTAX,
+        "MSH-4.1 is not alias{alias} with aliases of [A-Za-z0-9._-]+",
+    )
