@@ -1,0 +1,369 @@
+"""The edge receiver's ASGI application (Starlette): HTTP/SOAP in, ``hl7.raw`` out.
+
+Request path for ``POST /hl7`` and ``POST /soap``, cheapest refusals first:
+
+1. registry loaded, else 503;
+2. failed-login lock-out for the source address / username, else 429 (before any
+   argon2 work, so brute force cannot burn CPU);
+3. HTTP Basic against the registry (argon2 on a bounded pool, successes cached), else 401;
+4. ``allowed_networks``, else 403;
+5. content type, else 415; body read with a running byte count, else 413;
+6. SOAP unwrapping (``/soap``), decision rows 4-11, store in Kafka, then the ACK.
+
+Nothing here logs message content: log lines carry the ingest id, principal id,
+status and ACK code only; unexpected exceptions are logged by type.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from processor.config import Settings
+from processor.edge.auth import WWW_AUTHENTICATE, LoginRateLimiter, parse_basic
+from processor.edge.intake import (
+    HL7_MEDIA_TYPES,
+    SOAP_MEDIA_TYPES,
+    Intake,
+    ack_text,
+    assess,
+    parse_media_type,
+    reply_ack,
+)
+from processor.edge.publisher import KafkaPublisher
+from processor.errors import KafkaUnavailable, NoMshSegment, SoapError
+from processor.health import Readiness, render_status
+from processor.hl7.soap import (
+    build_accept_response,
+    build_fault,
+    build_wsdl,
+    message_bytes,
+    parse_accept_message,
+)
+from processor.metrics import EDGE_AUTH_FAILURES, EDGE_REQUEST_DURATION, EDGE_REQUESTS
+from processor.registry.credentials import Authenticator
+from processor.registry.model import Principal, Registry
+from processor.registry.networks import address_allowed, client_address
+
+__all__ = ["create_app", "RegistrySource"]
+
+log = logging.getLogger(__name__)
+
+RegistrySource = Callable[[], Registry | None]
+
+_RETRY_AFTER_UNAVAILABLE = "5"
+_SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BadLength(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Reply:
+    """An HTTP answer plus the label values it is counted under."""
+
+    status: int
+    body: bytes
+    media_type: str
+    ack: str = "none"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _registry_or_none(source: RegistrySource) -> Registry | None:
+    try:
+        return source()
+    except Exception:  # a watcher that has nothing yet may raise instead of returning None
+        return None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (without buffering) anything over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise _BadLength from None
+        if length < 0:
+            raise _BadLength
+        if length > limit:
+            raise _BodyTooLarge
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Edge:
+    """Request handlers sharing the registry source, authenticator, limiter and publisher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry_source: RegistrySource,
+        authenticator: Authenticator,
+        publisher: KafkaPublisher,
+    ) -> None:
+        self.settings = settings
+        self.registry_source = registry_source
+        self.authenticator = authenticator
+        self.publisher = publisher
+        self.limiter = LoginRateLimiter(settings.login_failures_per_minute, settings.login_lockout_seconds)
+        self.trusted = settings.trusted_proxy_list
+        self.readiness = Readiness()
+        self.readiness.add("registry", lambda: _registry_or_none(registry_source) is not None)
+        self.readiness.add("kafka", lambda: publisher.ready)
+
+    # -- replies -----------------------------------------------------------------------------
+    @staticmethod
+    def _error(transport: str, status: int, message: str, **headers: str) -> _Reply:
+        if transport == "soap":
+            code = "soap:Server" if status >= 500 else "soap:Client"
+            return _Reply(status, build_fault(code, message), _SOAP_CONTENT_TYPE, headers=headers)
+        return _Reply(status, (message + "\n").encode(), _TEXT, headers=headers)
+
+    def _unauthorised(self, transport: str) -> _Reply:
+        EDGE_AUTH_FAILURES.labels("bad_credentials").inc()
+        return self._error(transport, 401, "Unauthorized", **{"WWW-Authenticate": WWW_AUTHENTICATE})
+
+    # -- endpoints ---------------------------------------------------------------------------
+    async def hl7(self, request: Request) -> Response:
+        return await self._post(request, "http")
+
+    async def soap(self, request: Request) -> Response:
+        return await self._post(request, "soap")
+
+    async def soap_get(self, request: Request) -> Response:
+        started = time.monotonic()
+        if "wsdl" in {k.lower() for k in request.query_params.keys()}:
+            reply = _Reply(200, build_wsdl(self._endpoint_url(request)), _SOAP_CONTENT_TYPE)
+        else:
+            reply = self._error("soap", 400, "GET is only for ?wsdl; POST SOAP requests")
+        return self._finish(reply, "soap", started, body_consumed=True)
+
+    async def bench_ping(self, request: Request) -> Response:
+        """Ceiling for the benchmark: the same auth and body reading, no HL7, no Kafka."""
+        started = time.monotonic()
+        principal_or_reply = await self._authenticate(request, "http")
+        if isinstance(principal_or_reply, _Reply):
+            return self._finish(principal_or_reply, "other", started, body_consumed=False)
+        body = await _read_limited(request, self.settings.max_body_bytes)
+        return self._finish(_Reply(200, b"ok %d\n" % len(body), _TEXT), "other", started, body_consumed=True)
+
+    async def livez(self, request: Request) -> Response:
+        return Response(b"ok\n", 200, media_type=_TEXT)
+
+    async def readyz(self, request: Request) -> Response:
+        status, body = render_status(*self.readiness.status())
+        return Response(body, status, media_type="application/json")
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        EDGE_REQUESTS.labels("other", str(status), "none").inc()
+        return Response(b"Not Found\n" if status == 404 else b"Method Not Allowed\n", status, media_type=_TEXT)
+
+    # -- the intake path ---------------------------------------------------------------------
+    async def _post(self, request: Request, transport: str) -> Response:
+        started = time.monotonic()
+        received_at_us = time.time_ns() // 1000
+        ingest_id = str(uuid.uuid4())
+        state = {"body_consumed": False}
+        try:
+            reply = await self._intake(request, transport, ingest_id, received_at_us, state)
+        except Exception as exc:  # never a traceback to the client, never content in the log
+            log.error("edge request failed: %s ingest_id=%s", type(exc).__name__, ingest_id)
+            reply = self._error(transport, 500, "Internal error: the message was not acknowledged, retry later")
+        return self._finish(reply, transport, started, body_consumed=state["body_consumed"])
+
+    def _finish(self, reply: _Reply, transport: str, started: float, *, body_consumed: bool) -> Response:
+        EDGE_REQUESTS.labels(transport, str(reply.status), reply.ack).inc()
+        EDGE_REQUEST_DURATION.labels(transport).observe(time.monotonic() - started)
+        headers = dict(reply.headers)
+        if not body_consumed:
+            # Unread request bytes would be drained on a kept-alive connection: close it instead.
+            headers["Connection"] = "close"
+        return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
+
+    async def _authenticate(self, request: Request, transport: str) -> Principal | _Reply:
+        registry = _registry_or_none(self.registry_source)
+        if registry is None:
+            return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
+        creds = parse_basic(request.headers.get("authorization"))
+        peer = request.client.host if request.client else ""
+        source = client_address(peer, request.headers.get("x-forwarded-for"), self.trusted)
+        request.state.source_ip = source
+        wait = self.limiter.retry_after(source, creds.username if creds else None)
+        if wait is not None:
+            EDGE_AUTH_FAILURES.labels("rate_limited").inc()
+            return self._error(transport, 429, "Too many failed logins", **{"Retry-After": str(wait)})
+        if creds is None:
+            return self._unauthorised(transport)
+        principal = await self.authenticator.verify_async(creds.username, creds.password)
+        if principal is None or not principal.active:
+            self.limiter.record_failure(source, creds.username)
+            return self._unauthorised(transport)
+        self.limiter.record_success(creds.username)
+        if not address_allowed(source, principal.allowed_networks):
+            EDGE_AUTH_FAILURES.labels("network_not_allowed").inc()
+            return self._error(transport, 403, "Forbidden")
+        return principal
+
+    async def _intake(
+        self, request: Request, transport: str, ingest_id: str, received_at_us: int, state: dict[str, bool]
+    ) -> _Reply:
+        principal = await self._authenticate(request, transport)
+        if isinstance(principal, _Reply):
+            return principal
+        media = parse_media_type(request.headers.get("content-type"))
+        allowed = SOAP_MEDIA_TYPES if transport == "soap" else HL7_MEDIA_TYPES
+        if media is None or media.type not in allowed:
+            return self._error(transport, 415, "Unsupported content type")
+        try:
+            body = await _read_limited(request, self.settings.max_body_bytes)
+        except _BodyTooLarge:
+            return self._error(transport, 413, "Request body too large")
+        except _BadLength:
+            return self._error(transport, 400, "Bad Content-Length")
+        state["body_consumed"] = True
+
+        if transport == "soap":
+            try:
+                payload = message_bytes(parse_accept_message(body))
+            except SoapError:
+                return self._error(transport, 400, "Not a valid acceptMessage request")
+        else:
+            payload = body
+
+        registry = _registry_or_none(self.registry_source)
+        if registry is None:
+            return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
+        try:
+            intake = assess(
+                payload,
+                registry,
+                principal,
+                transport=transport,
+                source_ip=request.state.source_ip,
+                received_at_us=received_at_us,
+                ingest_id=ingest_id,
+            )
+        except NoMshSegment:
+            log.info("ingest_id=%s principal=%s no MSH segment: not stored", ingest_id, principal.id)
+            return self._error(transport, 400, "No MSH segment found")
+
+        stored = await self._store(intake)
+        ack, code = reply_ack(intake, stored=stored, now=datetime.now(timezone.utc))
+        log.info(
+            "ingest_id=%s principal=%s transport=%s stored=%s ack=%s reason=%s",
+            ingest_id,
+            principal.id,
+            transport,
+            stored,
+            code,
+            intake.reason.value if intake.reason else "-",
+        )
+        status = 200 if stored else 503
+        headers = {} if stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
+        if transport == "soap":
+            return _Reply(status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers)
+        return _Reply(status, ack, request.headers["content-type"], code, headers)
+
+    async def _store(self, intake: Intake) -> bool:
+        record = intake.record
+        try:
+            await self.publisher.publish(self.settings.topic_raw, record.key, record.value, record.headers)
+        except KafkaUnavailable as exc:
+            log.warning("ingest_id=%s not stored: %s", intake.ingest_id, exc)
+            return False
+        return True
+
+    def _endpoint_url(self, request: Request) -> str:
+        """Public URL of ``/soap``: configured, else from the request (proxy headers if trusted)."""
+        if self.settings.edge_public_url:
+            return self.settings.edge_public_url.rstrip("/") + "/soap"
+        scheme = request.url.scheme
+        host = request.headers.get("host") or f"{self.settings.edge_host}:{self.settings.edge_port}"
+        peer = request.client.host if request.client else ""
+        if self.trusted and peer and address_allowed(peer, self.trusted):
+            scheme = (request.headers.get("x-forwarded-proto") or scheme).split(",")[0].strip()
+            host = (request.headers.get("x-forwarded-host") or host).split(",")[0].strip()
+        return f"{scheme}://{host}/soap"
+
+
+def create_app(
+    settings: Settings,
+    registry_source: RegistrySource,
+    *,
+    authenticator: Authenticator | None = None,
+    publisher: KafkaPublisher | None = None,
+    bench: bool = False,
+) -> Starlette:
+    """The edge ASGI app. Its lifespan starts the Kafka publisher and, at shutdown
+    (after uvicorn has finished in-flight requests), flushes it within a bound.
+
+    ``bench=True`` adds ``POST /bench/ping``: authenticated, reads the body, no HL7/Kafka.
+    """
+
+    def current_registry() -> Registry:
+        registry = _registry_or_none(registry_source)
+        if registry is None:
+            raise RuntimeError("registry not loaded")
+        return registry
+
+    auth = authenticator or Authenticator(current_registry, workers=settings.argon2_workers)
+    pub = publisher or KafkaPublisher(settings)
+    edge = _Edge(settings, registry_source, auth, pub)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        pub.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(pub.close, settings.publish_timeout_seconds)
+            if authenticator is None:
+                auth.close()
+
+    routes = [
+        Route("/hl7", edge.hl7, methods=["POST"]),
+        Route("/soap", edge.soap, methods=["POST"]),
+        Route("/soap", edge.soap_get, methods=["GET"]),
+        Route("/metrics", edge.metrics, methods=["GET"]),
+        Route("/livez", edge.livez, methods=["GET"]),
+        Route("/healthz", edge.livez, methods=["GET"]),
+        Route("/readyz", edge.readyz, methods=["GET"]),
+    ]
+    if bench:
+        routes.append(Route("/bench/ping", edge.bench_ping, methods=["POST"]))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: edge.not_found, 405: edge.not_found},
+    )
+    app.state.edge = edge
+    return app

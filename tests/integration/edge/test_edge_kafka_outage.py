@@ -1,0 +1,66 @@
+"""Kafka down: 503 + AE + Retry-After, nothing acknowledged; Kafka back: the edge recovers alone.
+
+Uses its own broker (``LocalKafka``) so stopping it cannot disturb other tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from processor.kafka.local_broker import LocalKafka
+from tests.corpus import seed_message
+from tests.integration.edge.conftest import RunningEdge, start_edge, wait_ready
+from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+HEADERS = {"Content-Type": "application/hl7-v2", "Authorization": basic(SEED_USER, SEED_PASSWORD)}
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    broker = LocalKafka(data_dir=tmp_path_factory.mktemp("kafka"), port=0)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def segments(resp: httpx.Response) -> dict[str, list[str]]:
+    return {s.split("|")[0]: s.split("|") for s in resp.content.decode().split("\r") if s}
+
+
+def test_outage_gives_503_and_recovery_needs_no_restart(own_broker: LocalKafka, tmp_path: Path) -> None:
+    edge: RunningEdge = start_edge(own_broker.bootstrap, tmp_path, publish_timeout_seconds=3.0)
+    try:
+        with httpx.Client(base_url=edge.url, timeout=60) as client:
+            first = client.post("/hl7", content=seed_message(control_id=b"UP1"), headers=HEADERS)
+            assert first.status_code == 200 and segments(first)["MSA"][1] == "AA"
+
+            own_broker.stop()
+            down = client.post("/hl7", content=seed_message(control_id=b"DOWN1"), headers=HEADERS)
+            assert down.status_code == 503
+            assert int(down.headers["retry-after"]) > 0
+            assert segments(down)["MSA"][1:3] == ["AE", "DOWN1"]
+            enhanced = seed_message(control_id=b"DOWN2").replace(b"|P|2.4\r", b"|P|2.4|||AL|NE\r")
+            down2 = client.post("/hl7", content=enhanced, headers=HEADERS)
+            assert down2.status_code == 503 and segments(down2)["MSA"][1] == "CE"
+            wait_ready(edge.url, want=503)
+
+            own_broker.start()
+            wait_ready(edge.url, want=200, timeout=120)
+            back = client.post("/hl7", content=seed_message(control_id=b"UP2"), headers=HEADERS)
+            assert back.status_code == 200 and segments(back)["MSA"][1] == "AA"
+
+        stored = [m.value() for m in edge.reader.all(settle=3.0)]
+        assert seed_message(control_id=b"UP1") in stored
+        assert seed_message(control_id=b"UP2") in stored
+        # the refused messages were never sent: nothing was acknowledged for them
+        assert all(b"|DOWN1|" not in v and b"|DOWN2|" not in v for v in stored)
+    finally:
+        edge.stop()
