@@ -227,7 +227,10 @@ class StreamProcessor:
     # transaction is open (see module docstring).
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        log.info(
+            "assigned partitions %s; owning %s",
+            sorted(tp.partition for tp in partitions), sorted(p for _t, p in self._assigned),
+        )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "revoked")
@@ -242,8 +245,9 @@ class StreamProcessor:
         self._assigned -= gone
         self._lag.forget(partitions)
         log.info(
-            "%s partitions %s (dropped %d uncommitted buffered records)",
+            "%s partitions %s (dropped %d uncommitted buffered records); owning %s",
             why, sorted(p for _t, p in gone), before - len(self._buffer),
+            sorted(p for _t, p in self._assigned),
         )
 
     # ------------------------------------------------------------------ the loop
