@@ -1,0 +1,205 @@
+"""The routing decision for one message (SPEC section 3, rows 2-11).
+
+Pure: registry + principal + bytes in, :class:`Accepted` or :class:`Rejected` out.
+The edge, the processor and ``hl7-processor explain`` all call :func:`decide`, so
+they can never disagree. Row 1 (required Kafka headers) belongs to the processor.
+
+Details never carry message content. Aliases in details are registry syntax
+(``[A-Za-z0-9._-]+``, enforced before use) and are cut to a bounded length,
+since unknown ones come from unauthenticated input.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from processor.errors import MalformedHl7, Msh4Error
+from processor.hl7.header import MshHeader, read_header
+from processor.hl7.msh4 import parse_msh4
+from processor.reasons import Reason
+from processor.registry.model import Customer, Principal, PrincipalType, Registry
+
+__all__ = ["Accepted", "Rejected", "Decision", "decide"]
+
+log = logging.getLogger(__name__)
+
+_MAX_SHOWN = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Every row passed; the ids and aliases name who connected and who owns the data."""
+
+    header: MshHeader
+    connecting_customer_id: str
+    connecting_alias: str
+    data_controller_id: str
+    data_controller_alias: str
+    registry_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The first failing row's reason; ``header`` when the MSH segment could be read.
+
+    ``connecting_customer_id`` / ``data_controller_id`` are filled when the row that
+    failed came after they were resolved (for ``explain`` and dead-letter triage).
+    """
+
+    reason: Reason
+    detail: str
+    registry_version: str
+    header: MshHeader | None = None
+    connecting_customer_id: str | None = None
+    data_controller_id: str | None = None
+
+
+Decision = Accepted | Rejected
+
+
+def _shown(alias: str) -> str:
+    return alias if len(alias) <= _MAX_SHOWN else alias[: _MAX_SHOWN - 3] + "..."
+
+
+def _best_effort_header(payload: bytes) -> MshHeader | None:
+    try:
+        return read_header(payload)
+    except MalformedHl7:
+        return None
+
+
+def decide(
+    registry: Registry,
+    principal_id: str,
+    principal_type: PrincipalType | str,
+    payload: bytes,
+) -> Decision:
+    """Apply rows 2-11 in order; the first failing row gives the reason. Never raises."""
+    version = "unknown"
+    header: MshHeader | None = None
+    try:
+        version = registry.version
+        return _decide(registry, principal_id, principal_type, payload, version)
+    except Exception as exc:  # noqa: BLE001 - the contract: one bad record never escapes
+        log.error(
+            "decision failed for principal %r: %s", str(principal_id)[:_MAX_SHOWN], type(exc).__name__
+        )
+        try:
+            header = _best_effort_header(payload)
+        except Exception:  # noqa: BLE001
+            header = None
+        return Rejected(
+            Reason.PROCESSING_ERROR,
+            f"unexpected {type(exc).__name__} while deciding",
+            version,
+            header,
+        )
+
+
+def _decide(
+    registry: Registry,
+    principal_id: str,
+    principal_type: PrincipalType | str,
+    payload: bytes,
+    version: str,
+) -> Decision:
+    # Row 2: the principal exists, with this type.
+    try:
+        ptype = PrincipalType(principal_type)
+    except ValueError:
+        ptype = None
+    principal = registry.principal(principal_id, ptype) if ptype is not None else None
+    if principal is None:
+        detail = (
+            "principal id not in registry"
+            if ptype is not None
+            else "principal type is not 'partner' or 'customer'"
+        )
+        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, _best_effort_header(payload))
+    # Row 3
+    if not principal.active:
+        return Rejected(
+            Reason.PRINCIPAL_NOT_ACTIVE,
+            f"{principal.type.value} {principal.id} is not active",
+            version,
+            _best_effort_header(payload),
+        )
+    # Row 4
+    try:
+        header = read_header(payload)
+    except MalformedHl7 as exc:
+        return Rejected(Reason.MALFORMED_HL7, str(exc)[:200], version, None)
+    # Rows 5-6
+    try:
+        aliases = parse_msh4(
+            header.msh4_namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER
+        )
+    except Msh4Error as exc:
+        return Rejected(exc.reason, exc.detail[:200], version, header)
+    a_alias, b_alias = aliases.connecting_alias, aliases.data_controller_alias
+    # Row 7
+    connecting = registry.customer_by_alias(a_alias)
+    if connecting is None:
+        return Rejected(
+            Reason.UNKNOWN_CONNECTING_ALIAS,
+            f"connecting alias {_shown(a_alias)} is not a known customer",
+            version,
+            header,
+        )
+    # Row 8
+    controller = registry.customer_by_alias(b_alias)
+    if controller is None:
+        return Rejected(
+            Reason.UNKNOWN_DATA_CONTROLLER_ALIAS,
+            f"data controller alias {_shown(b_alias)} is not a known customer",
+            version,
+            header,
+            connecting_customer_id=connecting.id,
+        )
+
+    def reject(reason: Reason, detail: str) -> Rejected:
+        return Rejected(reason, detail, version, header, connecting.id, controller.id)
+
+    # Row 9
+    inactive = [c.id for c in _distinct(connecting, controller) if not c.active]
+    if inactive:
+        return reject(Reason.CUSTOMER_NOT_ACTIVE, f"customer {', '.join(inactive)} is not active")
+    # Row 10
+    failed = _row10(principal, connecting)
+    if failed is not None:
+        return reject(*failed)
+    # Row 11
+    if connecting.id != controller.id and connecting.id not in controller.authorised_connectors:
+        return reject(
+            Reason.DELEGATION_NOT_AUTHORISED,
+            f"customer {controller.id} has not authorised {connecting.id} to send its data",
+        )
+    return Accepted(
+        header=header,
+        connecting_customer_id=connecting.id,
+        connecting_alias=connecting.alias,
+        data_controller_id=controller.id,
+        data_controller_alias=controller.alias,
+        registry_version=version,
+    )
+
+
+def _distinct(a: Customer, b: Customer) -> tuple[Customer, ...]:
+    return (a,) if a.id == b.id else (a, b)
+
+
+def _row10(principal: Principal, connecting: Customer) -> tuple[Reason, str] | None:
+    if principal.type is PrincipalType.PARTNER:
+        if connecting.id in principal.authorised_by:
+            return None
+        return (
+            Reason.PARTNER_NOT_AUTHORISED,
+            f"customer {connecting.id} has not granted partner {principal.id}",
+        )
+    if connecting.id == principal.id:
+        return None
+    return (
+        Reason.CUSTOMER_ALIAS_MISMATCH,
+        f"connecting alias {connecting.alias} is not the own alias of customer {principal.id}",
+    )
