@@ -1,0 +1,133 @@
+"""``hl7-processor run``: the whole pipeline on one machine.
+
+Starts a local Apache Kafka when ``HL7_KAFKA_BOOTSTRAP_SERVERS`` is unset, creates
+the topics, loads the registry (``--registry``, ``HL7_REGISTRY_FILE`` or the demo
+registry), then runs the edge and one stream processor in this process until
+Ctrl-C, and stops them in order: edge (finish requests, flush), processor (commit
+or abort the open batch, leave the group), broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from processor.config import Settings, load_settings
+from processor.errors import ConfigError, RegistryInvalid
+
+__all__ = ["main", "curl_command"]
+
+log = logging.getLogger(__name__)
+
+_SEED_SEGMENTS = (
+    r"MSH|^~\\&|DEMO_APP|trustalias{trustalias}|PKB|PKB|20261127104000||ADT^A01^ADT_A01|DEMO0001|P|2.5",
+    "EVN|A01|20261127104000",
+    "PID|1||9999999999^^^NHS^NH||DEMO^PATIENT||19700101|U",
+    "PV1|1|O",
+)
+
+
+def curl_command(edge_url: str, username: str = "partner_mailco", password: str = "testing") -> str:
+    """A shell line that sends the seed ADT^A01 as the demo partner and prints the ACK."""
+    body = r"\r".join(_SEED_SEGMENTS) + r"\r"
+    return (
+        f"printf '{body}' | curl -sS -u {username}:{password} "
+        f"-H 'Content-Type: application/hl7-v2' --data-binary @- {edge_url}/hl7 | tr '\\r' '\\n'"
+    )
+
+
+def _registry_path(args: argparse.Namespace, settings: Settings) -> Path:
+    from processor.registry import DEMO_REGISTRY_PATH
+
+    if args.registry:
+        return Path(args.registry)
+    return Path(settings.registry_file) if settings.registry_file else Path(DEMO_REGISTRY_PATH)
+
+
+def main(args: argparse.Namespace) -> int:
+    from processor.edge.server import EdgeServer
+    from processor.kafka.local_broker import LocalKafka
+    from processor.kafka.topics import ensure_topics
+    from processor.registry.watcher import RegistryWatcher
+    from processor.stream.metrics_server import start_metrics_server
+    from processor.stream.processor import StreamFatalError, StreamProcessor
+
+    settings = load_settings()
+    stop = threading.Event()
+    failure: list[str] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    broker: LocalKafka | None = None
+    edge = watcher = metrics = None
+    processor: StreamProcessor | None = None
+    worker: threading.Thread | None = None
+    try:
+        if not settings.kafka_bootstrap_servers:
+            print("No HL7_KAFKA_BOOTSTRAP_SERVERS: starting a local Apache Kafka ...", flush=True)
+            broker = LocalKafka(data_dir=args.data_dir)
+            settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.start()})
+        ensure_topics(settings)
+
+        registry_path = _registry_path(args, settings)
+        watcher = RegistryWatcher(registry_path, settings.registry_reload_seconds)
+        watcher.start()
+
+        processor = StreamProcessor(settings, watcher)
+        metrics = start_metrics_server(
+            settings.metrics_port, live=processor.live, readiness=processor.readiness,
+            host=settings.edge_host,
+        )
+
+        def run_processor() -> None:
+            try:
+                processor.run()  # type: ignore[union-attr]
+            except (StreamFatalError, ConfigError) as exc:
+                failure.append(f"stream processor stopped: {exc}")
+                stop.set()
+
+        worker = threading.Thread(target=run_processor, name="stream-processor", daemon=True)
+        worker.start()
+        edge = EdgeServer(settings, lambda: watcher.current)  # type: ignore[union-attr]
+        url = edge.start()
+
+        print(
+            "\nHL7 Partner Gateway is running\n"
+            f"  Kafka      {settings.kafka_bootstrap_servers}{' (local, started here)' if broker else ''}\n"
+            f"  registry   {registry_path} (version {watcher.current.version})\n"
+            f"  edge       {url}/hl7  {url}/soap  {url}/soap?wsdl  {url}/metrics\n"
+            f"  processor  metrics on port {metrics.port}\n"
+            f"  topics     {settings.topic_raw} -> {settings.topic_accepted} | {settings.topic_deadletter}\n"
+            "\nSend the seed message as the demo partner:\n\n"
+            f"  {curl_command(url)}\n\n"
+            f"Read what was routed:  HL7_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+            f"hl7-processor decode {settings.topic_accepted}\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        stop.wait()
+    except (ConfigError, RegistryInvalid, OSError) as exc:
+        failure.append(str(exc))
+    finally:
+        print("stopping ...", flush=True)
+        if edge is not None:
+            edge.stop()
+        if processor is not None:
+            processor.stop()
+        if worker is not None:
+            worker.join(timeout=60)
+        if metrics is not None:
+            metrics.close()
+        if watcher is not None:
+            watcher.stop()
+        if broker is not None:
+            broker.close()
+        print("stopped", flush=True)
+    if failure:
+        print(f"hl7-processor run: {failure[0]}", file=sys.stderr)
+        return 1
+    return 0
