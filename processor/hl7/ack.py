@@ -151,7 +151,9 @@ def build_ack(
     """ER7 bytes of the ACK to ``header``'s message (None: MSH was unreadable).
 
     The result is encoded in the character set of the received MSH-18 (copied
-    into the ACK), UTF-8 when there is none.
+    into the ACK), UTF-8 when there is none. Without a header, MSA-2 is left
+    empty: the received control id is unknown and a placeholder would be
+    mistaken for a real one (strict validators flag the empty MSA-2).
     """
     d: HasDelimiters = header if header is not None else DEFAULT_DELIMITERS
     fs = d.field_separator

@@ -118,7 +118,12 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
     raw_cs = raw_cs.split(segment[5:6], 1)[0] if len(segment) > 5 else raw_cs
     if not raw_cs.isascii():
         raise MalformedHl7("MSH-18 is not ASCII")
-    codec = codec_for(raw_cs.decode("ascii"))
+    charset = raw_cs.decode("ascii")
+    delims = segment[3:8]
+    if delims.isascii() and len(delims) == 5 and delims[3:4] in raw_cs:
+        fs, cs, rs, esc, ss = delims.decode("ascii")
+        charset = unescape_with(charset, esc, fs, cs, rs, ss)
+    codec = codec_for(charset)
     if codec is None:
         raise MalformedHl7("MSH-18 names an unsupported character set")
     try:
