@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 
 from processor.kafka.local_broker import KAFKA_VERSION, LocalKafka
+from processor.shutdown import on_shutdown_signal
 
 
 def main(args: argparse.Namespace) -> int:
     broker = LocalKafka(data_dir=args.data_dir, port=args.port)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    on_shutdown_signal(stop.set)
     try:
         bootstrap = broker.start()
         print(f"Apache Kafka {KAFKA_VERSION} (KRaft, single node) ready", flush=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 
 from processor.config import Settings, load_settings
 from processor.errors import ConfigError, RegistryInvalid
+from processor.shutdown import on_shutdown_signal
 
 __all__ = ["main", "curl_command"]
 
@@ -59,8 +59,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     stop = threading.Event()
     failure: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    on_shutdown_signal(stop.set)
 
     broker: LocalKafka | None = None
     edge = watcher = metrics = None
