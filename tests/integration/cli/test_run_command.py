@@ -1,0 +1,75 @@
+"""``hl7-processor run``: the printed curl line sends the seed message and gets AA;
+the message is routed to hl7.accepted; Ctrl-C stops everything with status 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from processor.avro.codec import AvroCodec
+from processor.config import load_settings
+from processor.kafka.local_broker import free_port
+from tests.integration.stream.stream_kit import read_outputs
+
+pytestmark = pytest.mark.kafka
+
+
+def test_run_prints_a_working_curl_and_routes_the_seed_message(kafka_bootstrap: str, unique_name) -> None:
+    topics = {
+        "HL7_TOPIC_RAW": unique_name("raw"),
+        "HL7_TOPIC_ACCEPTED": unique_name("accepted"),
+        "HL7_TOPIC_DEADLETTER": unique_name("deadletter"),
+    }
+    env = {
+        **os.environ, **topics, "PYTHONUNBUFFERED": "1",
+        "HL7_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "HL7_CONSUMER_GROUP": unique_name("group"),
+        "HL7_TRANSACTIONAL_ID": unique_name("txn"),
+        "HL7_EDGE_PORT": str(free_port()),
+        "HL7_METRICS_PORT": str(free_port()),
+        "HL7_TOPIC_PARTITIONS": "2",
+    }
+    env.pop("HL7_REGISTRY_FILE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "run"], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        curl = None
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and curl is None:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            if line.strip().startswith("printf 'MSH"):
+                curl = line.strip()
+        assert curl, f"no curl line printed (exit {proc.poll()})"
+
+        ack = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60).stdout
+        assert re.search(r"^MSA\|AA\|DEMO0001", ack, re.MULTILINE), ack
+
+        settings = load_settings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            topic_raw=topics["HL7_TOPIC_RAW"],
+            topic_accepted=topics["HL7_TOPIC_ACCEPTED"],
+            topic_deadletter=topics["HL7_TOPIC_DEADLETTER"],
+        )
+        [routed] = read_outputs(settings, expect=1, timeout=60)
+        record = AvroCodec.from_settings(settings, register=False).decode(routed.value)
+        assert routed.topic == settings.topic_accepted
+        assert record["message_control_id"] == "DEMO0001"
+        assert record["principal_id"] == "mailco"
+        assert record["data_controller_alias"] == "trustalias"
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
