@@ -52,7 +52,14 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
         connecting = namespace_id[:brace]
         controller = namespace_id[brace + 1 : -1]
         # brace > 0 also rules out -1 (no "{"): controller would be bogus then.
-        if brace > 0 and is_alias(connecting) and is_alias(controller):
+        # is_alias inlined (hot path: once per message).
+        if (
+            brace > 0
+            and controller
+            and namespace_id.isascii()
+            and not connecting.strip(_ALIAS_CHARS)
+            and not controller.strip(_ALIAS_CHARS)
+        ):
             return Msh4Aliases(connecting, controller, False)
     elif is_alias(namespace_id):
         if customer_principal:

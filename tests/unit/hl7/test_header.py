@@ -275,6 +275,7 @@ def test_error_texts_carry_no_content(data: bytes) -> None:
 
 ACCEPTED = {
     "bom": b"\xef\xbb\xbf" + GOOD,
+    "mllp then bom": b"\x0b\xef\xbb\xbf" + GOOD + b"\x1c\r",
     "mllp framed": b"\x0b" + GOOD + b"\x1c\r",
     "mllp leftover before": b"\x1c\r\x0b" + GOOD,
     "single segment mllp": b"\x0b" + MSH_LINE + b"\x1c\r",
@@ -340,6 +341,13 @@ def test_trailing_escape_character(tail: bytes) -> None:
 def test_lf_only_large_message_no_cr() -> None:
     data = GOOD.replace(b"\r", b"\n") + b"OBX|1|TX|X||" + b"B" * 5_000_000 + b"\n"
     assert read_header(data).segment_terminator == "\n"
+
+
+@pytest.mark.timeout(60)
+def test_megabytes_of_framing_before_msh() -> None:
+    assert read_header(b"\r\n \x0b" * 1_000_000 + GOOD).message_control_id == "MSG00001"
+    with pytest.raises(NoMshSegment):
+        read_header(b"\r\n" * 2_000_000)
 
 
 def test_no_msh_anywhere_in_large_input() -> None:
