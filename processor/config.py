@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     edge_public_url: str | None = None  # e.g. https://hl7.example.org; WSDL endpoint base
+    edge_tls_certfile: Path | None = None  # PEM chain; with edge_tls_keyfile the edge serves HTTPS
+    edge_tls_keyfile: Path | None = None
     metrics_port: int = 9464
     max_body_bytes: int = 10 * MIB
     trusted_proxies: str = ""

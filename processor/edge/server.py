@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 
@@ -25,6 +26,7 @@ import uvicorn
 
 from processor.config import Settings
 from processor.edge.app import RegistrySource, create_app
+from processor.errors import ConfigError
 
 __all__ = ["EdgeServer", "serve", "run_edge", "bind_socket", "uvicorn_config"]
 
@@ -49,6 +51,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench: bool = False,
                    access_log: bool = False) -> uvicorn.Config:
+    """uvicorn settings for the edge: uvloop + httptools, our logging, HTTPS when configured."""
+    if bool(settings.edge_tls_certfile) != bool(settings.edge_tls_keyfile):
+        raise ConfigError("HL7_EDGE_TLS_CERTFILE and HL7_EDGE_TLS_KEYFILE must be set together")
     app = create_app(settings, registry_source, bench=bench)
     return uvicorn.Config(
         app,
@@ -63,6 +68,8 @@ def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench
         proxy_headers=False,  # X-Forwarded-For is judged by our own trusted-proxy rule
         timeout_graceful_shutdown=int(settings.publish_timeout_seconds + _GRACE_SLACK_S),
         timeout_keep_alive=30,
+        ssl_certfile=str(settings.edge_tls_certfile) if settings.edge_tls_certfile else None,
+        ssl_keyfile=str(settings.edge_tls_keyfile) if settings.edge_tls_keyfile else None,
     )
 
 
@@ -102,10 +109,20 @@ def run_edge(settings: Settings, registry_source: RegistrySource, *, bench: bool
     sock = bind_socket(settings.edge_host, settings.edge_port)
     host, port = sock.getsockname()[:2]
     log.info("edge receiver listening on %s:%d", host, port)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
+    # with these handlers underneath, that ends here and the command exits 0. A signal
+    # arriving before uvicorn installs its own handlers still asks it to exit.
+    def on_signal(signum: int, _frame: object) -> None:
+        server.should_exit = True
+        log.info("edge receiver stopping on signal %d", signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class EdgeServer:
@@ -127,7 +144,8 @@ class EdgeServer:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        scheme = "https" if self._config.ssl_certfile else "http"
+        return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
     @property
     def app(self):  # type: ignore[no-untyped-def]
@@ -159,6 +177,7 @@ class EdgeServer:
         """Graceful: stop accepting, finish in-flight requests, flush Kafka, then return."""
         self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self._config.timeout_graceful_shutdown + 15)
+            grace = self._config.timeout_graceful_shutdown or 0
+            self._thread.join(timeout if timeout is not None else grace + 15)
             self._thread = None
         self._sock.close()

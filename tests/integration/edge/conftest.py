@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -92,12 +93,12 @@ class RunningEdge:
         return httpx.Client(base_url=self.url, timeout=60.0, **kw)  # type: ignore[arg-type]
 
 
-def wait_ready(url: str, want: int = 200, timeout: float = 60.0) -> None:
+def wait_ready(url: str, want: int = 200, timeout: float = 60.0, verify: bool | ssl.SSLContext = True) -> None:
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
         try:
-            status = httpx.get(url + "/readyz", timeout=5).status_code
+            status = httpx.get(url + "/readyz", timeout=5, verify=verify).status_code
         except httpx.HTTPError:
             status = None
         if status == want:
@@ -106,7 +107,7 @@ def wait_ready(url: str, want: int = 200, timeout: float = 60.0) -> None:
     raise AssertionError(f"/readyz stayed {status}, wanted {want}")
 
 
-def start_edge(bootstrap: str, directory: Path, **overrides: object) -> RunningEdge:
+def start_edge(bootstrap: str, directory: Path, *, verify: bool | ssl.SSLContext = True, **overrides: object) -> RunningEdge:
     topic = f"edge-test.raw.{uuid.uuid4().hex[:12]}"
     registry_path = write_registry(directory)
     settings = load_settings(
@@ -126,7 +127,7 @@ def start_edge(bootstrap: str, directory: Path, **overrides: object) -> RunningE
     watcher.start()
     server = EdgeServer(settings, lambda: watcher.current)
     url = server.start()
-    wait_ready(url)
+    wait_ready(url, verify=verify)
     return RunningEdge(url, settings, RawReader(bootstrap, topic), server, registry_path, watcher)
 
 

@@ -58,3 +58,47 @@ def test_in_flight_request_completes_during_shutdown(kafka_bootstrap: str, tmp_p
         else:
             stopper.join(60)
         edge.reader.close()
+
+
+def test_serve_embeds_in_a_running_event_loop(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``serve()`` is what ``hl7-processor run`` can await next to other tasks."""
+    import asyncio
+    import uuid
+
+    import httpx
+
+    from processor.config import load_settings
+    from processor.edge.server import serve
+    from processor.kafka.local_broker import free_port
+    from processor.registry.watcher import RegistryWatcher
+    from tests.integration.edge.conftest import RawReader, create_raw_topic
+    from tests.integration.edge.support import write_registry
+
+    topic = f"edge-test.serve.{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap, topic_raw=topic, edge_host="127.0.0.1",
+                             edge_port=port)
+    create_raw_topic(kafka_bootstrap, topic, settings)
+    watcher = RegistryWatcher(write_registry(tmp_path))
+
+    async def main() -> int:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(serve(settings, lambda: watcher.current, ready_event=ready, stop_event=stop))
+        await asyncio.wait_for(ready.wait(), 30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(100):  # the producer needs a moment to learn the topic's metadata
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            resp = await client.post("/hl7", content=seed_message(control_id=b"EMBED"), headers={
+                "Content-Type": "application/hl7-v2", "Authorization": basic(SEED_USER, SEED_PASSWORD)})
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        return resp.status_code
+
+    assert asyncio.run(main()) == 200
+    reader = RawReader(kafka_bootstrap, topic)
+    try:
+        assert [m.value() for m in reader.all()] == [seed_message(control_id=b"EMBED")]
+    finally:
+        reader.close()

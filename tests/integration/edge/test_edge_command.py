@@ -1,0 +1,67 @@
+"""``hl7-processor edge`` as a real process: config errors, serving, SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from processor.config import load_settings
+from processor.kafka.local_broker import free_port
+from tests.corpus import seed_message
+from tests.integration.edge.conftest import RawReader, create_raw_topic, wait_ready
+from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic, write_registry
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HL7_")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def test_edge_without_registry_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "processor", "edge"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "HL7_REGISTRY_FILE" in proc.stderr
+
+
+@pytest.mark.kafka
+def test_edge_command_serves_and_stops_on_sigterm(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"edge-test.cmd.{uuid.uuid4().hex[:12]}"
+    create_raw_topic(kafka_bootstrap, topic, load_settings())
+    port = free_port()
+    registry = write_registry(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "edge", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=_env(HL7_REGISTRY_FILE=str(registry), HL7_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, HL7_TOPIC_RAW=topic),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        resp = httpx.post(url + "/hl7", content=seed_message(control_id=b"CMD1"), timeout=60,
+                          headers={"Content-Type": "application/hl7-v2", "Authorization": basic(SEED_USER, SEED_PASSWORD)})
+        assert resp.status_code == 200 and b"MSA|AA|CMD1" in resp.content
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader = RawReader(kafka_bootstrap, topic)
+    try:
+        assert [m.value() for m in reader.all()] == [seed_message(control_id=b"CMD1")]
+    finally:
+        reader.close()

@@ -1,0 +1,111 @@
+"""Edge behaviour that needs no broker: catch-all errors, missing registry, readiness.
+
+The publisher here is a stand-in that fails on purpose; Kafka behaviour itself is tested
+against a real broker in tests/integration/edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytest
+from starlette.testclient import TestClient
+
+from processor.config import load_settings
+from processor.edge.app import create_app
+from processor.registry.loader import parse_registry
+from processor.registry.model import Registry
+from tests.corpus import PATIENT_MARKERS, seed_message
+from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic, registry_yaml
+
+AUTH = {"Authorization": basic(SEED_USER, SEED_PASSWORD), "Content-Type": "application/hl7-v2"}
+
+
+class ExplodingPublisher:
+    """Fails every publish with an unexpected exception (a bug, not a Kafka outage)."""
+
+    ready = True
+
+    def start(self) -> None:
+        pass
+
+    def close(self, timeout: float = 0) -> int:
+        return 0
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+        raise ValueError("boom " + value.decode("latin-1"))  # an exception text that leaks content
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return parse_registry(registry_yaml().encode())
+
+
+def make_client(registry: Registry | None) -> TestClient:
+    settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1")
+    app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
+    return TestClient(app)
+
+
+def test_unexpected_error_is_a_clear_500_without_traceback_or_content(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with make_client(registry) as client:
+        resp = client.post("/hl7", content=seed_message(), headers=AUTH)
+        soap = client.post("/soap", content=_soap_envelope(), headers={**AUTH, "Content-Type": "text/xml"})
+    assert resp.status_code == 500
+    assert "not acknowledged" in resp.text and "Traceback" not in resp.text and "boom" not in resp.text
+    assert soap.status_code == 500 and "<faultcode>soap:Server</faultcode>" in soap.text
+    errors = [r for r in caplog.records if r.name == "processor.edge.app" and r.levelno >= logging.ERROR]
+    assert errors and all("ValueError" in r.getMessage() and "ingest_id=" in r.getMessage() for r in errors)
+    assert all(r.exc_info is None for r in errors)
+    text = caplog.text
+    for marker in PATIENT_MARKERS:
+        assert marker not in text
+
+
+def _soap_envelope() -> bytes:
+    from xml.sax.saxutils import escape
+
+    return (
+        '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:w="http://wsssl.hl7api.patientsknowbest.com/"><s:Body><w:acceptMessage><arg0>'
+        + escape(seed_message().decode(), {"\r": "&#13;"})
+        + "</arg0></w:acceptMessage></s:Body></s:Envelope>"
+    ).encode()
+
+
+def test_registry_not_loaded_is_503_and_not_ready() -> None:
+    with make_client(None) as client:
+        resp = client.post("/hl7", content=seed_message(), headers=AUTH)
+        assert resp.status_code == 503 and resp.headers["retry-after"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["registry"] is False
+        assert client.get("/livez").status_code == 200
+
+
+def test_wsdl_uses_configured_public_url(registry: Registry) -> None:
+    settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1", edge_public_url="https://hl7.example.org/")
+    app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        resp = client.get("/soap?wsdl")
+    assert 'location="https://hl7.example.org/soap"' in resp.text
+
+
+def test_wsdl_honours_forwarded_proto_only_from_trusted_proxy(registry: Registry) -> None:
+    for trusted, expected in (("", "http://edge.test/soap"), ("0.0.0.0/0", "https://public.example/soap")):
+        settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1", trusted_proxies=trusted)
+        app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
+        with TestClient(app, base_url="http://edge.test", client=("10.0.0.5", 40000)) as client:
+            resp = client.get("/soap?wsdl", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"})
+        assert f'location="{expected}"' in resp.text
+
+
+def test_bench_route_only_in_bench_mode(registry: Registry) -> None:
+    settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1")
+    for bench, status in ((False, 404), (True, 200)):
+        app = create_app(settings, lambda: registry, publisher=ExplodingPublisher(), bench=bench)  # type: ignore[arg-type]
+        with TestClient(app) as client:
+            assert client.post("/bench/ping", content=b"x", headers=AUTH).status_code == status
