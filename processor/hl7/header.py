@@ -7,8 +7,17 @@ message, and must stay fast for multi-megabyte payloads. We locate MSH with
 re-encoded. hl7apy is used as the reference in the tests, not here.
 
 Accepted framing around the message: a UTF-8 BOM, MLLP start/end bytes
-(0x0B, 0x1C 0x0D) and blank lines before MSH. MSH must be the first segment.
-Segment terminators CR, LF or CRLF are detected from the end of MSH.
+(0x0B, 0x1C 0x0D) and blank lines before MSH. MSH must be the first segment
+("MSH" found only later is MalformedHl7, not NoMshSegment). A BOM is only
+skipped: MSH-18 still decides the character set. Segment terminators CR, LF or
+CRLF are detected from the end of MSH; a one-segment message defaults to CR.
+
+Strictness: MSH-1 and the 4 encoding characters of MSH-2 (a 5th, the 2.7+
+truncation character, is ignored) must be distinct ASCII punctuation; MSH-1 to
+MSH-12 must be present and MSH-9.1, MSH-10 and MSH-12.1 non-empty. Fields are
+never trimmed. Escape sequences: see ``processor.hl7.escape`` (unknown ones are
+kept verbatim). Cost is linear in the MSH segment and independent of the
+payload size (the terminator is searched for in a 64 KiB window first).
 
 Every input problem raises ``NoMshSegment`` (no MSH segment anywhere) or
 ``MalformedHl7``; texts name the problem, never content.
