@@ -102,10 +102,13 @@ class StreamProcessor:
         *,
         encode: Encoder | None = None,
         lag_interval_s: float = 5.0,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self._settings = settings
         self._registry = _registry_getter(registry_source)
         self._encode = encode
+        self._producer_factory = producer_factory
+        self.producers_created = 0  # > 1 means a producer was replaced (ambiguous outcome)
         self._topics = Topics(accepted=settings.topic_accepted, deadletter=settings.topic_deadletter)
         self._txn_timeout_s = settings.transaction_timeout_ms / 1000.0
         self._stop = threading.Event()
@@ -203,7 +206,8 @@ class StreamProcessor:
             },
         )
         delay = 0.5
-        producer = Producer(conf)
+        producer = self._producer_factory(conf)
+        self.producers_created += 1
         while True:
             try:
                 producer.init_transactions(self._txn_timeout_s)
@@ -216,7 +220,8 @@ class StreamProcessor:
                     ) from exc
                 log.warning("init_transactions failed, retrying: %s", error_name(exc))
                 if not exc.args[0].retriable():
-                    producer = Producer(conf)
+                    producer = self._producer_factory(conf)
+                    self.producers_created += 1
             if self._stop.wait(delay):
                 return None
             self._beat = time.monotonic()
@@ -257,7 +262,11 @@ class StreamProcessor:
         assert consumer is not None
         limit = max(1, self._settings.batch_max_records)
         self._buffer = []
-        self._take(consumer.consume(limit, _IDLE_POLL_S))
+        # poll() returns as soon as one record is there (consume() would wait for a full
+        # batch or the whole timeout); the batch window starts at the first record.
+        first = consumer.poll(_IDLE_POLL_S)
+        if first is not None:
+            self._take([first])
         if not self._buffer:
             return []
         deadline = time.monotonic() + self._settings.batch_max_ms / 1000.0
@@ -279,22 +288,23 @@ class StreamProcessor:
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s: %s", err.name(), err.str())
 
-    def _raw(self, msg: Message) -> RawRecord:
+    @staticmethod
+    def _raw(msg: Message, headers: list[tuple[str, Any]] | None = None) -> RawRecord:
         ts_type, ts = msg.timestamp()
         return RawRecord(
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=msg.key(),
-            value=msg.value() or b"",
-            headers=decode_headers(msg.headers()),
-            timestamp_ms=None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            msg.value() or b"",
+            decode_headers(msg.headers() if headers is None else headers),
+            None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
 
     def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
-        raw = self._raw(msg)
-        assert self._encode is not None
         headers = msg.headers() or []
+        raw = self._raw(msg, headers)
+        assert self._encode is not None
         if (raw.topic, raw.partition, raw.offset) in self._oversize:
             return oversize_dead_letter(
                 raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
@@ -455,7 +465,7 @@ class StreamProcessor:
                 consumer.close()  # leaves the group now: no wait for the session timeout
             except Exception:  # noqa: BLE001
                 log.warning("consumer close failed", exc_info=True)
-        if producer is not None:
+        if producer is not None and not self._failed:  # a fenced producer has nothing to flush
             try:
                 producer.flush(5)
             except Exception:  # noqa: BLE001

@@ -86,15 +86,16 @@ def metadata_problem(raw: RawRecord) -> str | None:
 
     The detail names headers only, never their values (which may be anything).
     """
-    missing = raw.missing_headers
+    headers = raw.headers
+    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         return "missing header(s): " + ", ".join(missing)
     bad: list[str] = []
-    if parse_epoch_micros(raw.header(HEADER_RECEIVED_AT)) is None:
+    if parse_epoch_micros(headers[HEADER_RECEIVED_AT]) is None:
         bad.append(f"{HEADER_RECEIVED_AT} (epoch micros expected)")
-    if raw.header(HEADER_PRINCIPAL_TYPE) not in PRINCIPAL_TYPES:
+    if headers[HEADER_PRINCIPAL_TYPE] not in PRINCIPAL_TYPES:
         bad.append(f"{HEADER_PRINCIPAL_TYPE} (partner|customer expected)")
-    if raw.header(HEADER_TRANSPORT) not in TRANSPORTS:
+    if headers[HEADER_TRANSPORT] not in TRANSPORTS:
         bad.append(f"{HEADER_TRANSPORT} (http|soap|gateway expected)")
     if bad:
         return "malformed header(s): " + ", ".join(bad)

@@ -1,0 +1,338 @@
+"""Benchmark of the exactly-once stream processor against a ceiling measured in the same run.
+
+Throughput (records/s, one process, ~1 KB ADT^A01 / ORU^R01 messages, all routed
+exactly once in Kafka transactions with the same batch policy):
+
+* ceiling: the same consume -> produce transactional loop copying values as they
+  are (no header parsing, no decision, no Avro): what Kafka + librdkafka +
+  Python allow on this box;
+* naive: that loop plus ``hl7apy.parser.parse_message`` of every record (what a
+  "parse the whole message" processor costs);
+* processor: :class:`processor.stream.StreamProcessor` (row 1 + decide + Avro).
+
+Each variant reads the same pre-produced raw topic with its own consumer group
+(ceiling and processor interleaved twice, best of each reported);
+rate = records committed between the first and the last commit it made, over
+that time (group join excluded), with a time budget per variant (naive: from
+its first read, since it manages only a few commits in its budget).
+
+Latency (with HL7_BATCH_MAX_MS 100 and 10): the processor as a real ``python -m processor stream`` subprocess, a
+generator producing at a steady offered rate with ``hl7.received_at`` = send
+time, and a ``read_committed`` reader: end-to-end = time the routed record is
+visible to a downstream consumer - received_at (includes the commit and the
+downstream fetch). p50 / p99 over the steady-state window.
+
+Usage: ``python bench/bench_stream.py [--records 20000] [--rate 1000] [--seconds 20]``.
+Env ``HL7_KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:19092). Bounded to ~2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+
+from processor.config import Settings  # noqa: E402
+from processor.kafka.client_config import consumer_config, producer_config  # noqa: E402
+from processor.kafka.topics import ensure_topics  # noqa: E402
+from processor.registry.loader import parse_registry  # noqa: E402
+from processor.stream import StreamProcessor  # noqa: E402
+
+PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
+REGISTRY_YAML = f"""\
+customers:
+  - {{id: trust-1, alias: trustalias}}
+  - {{id: trust-2, alias: otheralias}}
+partners:
+  - {{id: mailco, username: partner_mailco, password_hash: "{PASSWORD_HASH}", authorised_by: [trust-1]}}
+"""
+
+
+def message(i: int, size: int = 1024) -> bytes:
+    """~1 KB fake ADT^A01 or ORU^R01 (v2.4, CR-separated); every 10th is not authorised."""
+    msh4 = b"otheralias{otheralias}" if i % 10 == 0 else b"trustalias{trustalias}"
+    if i % 2:
+        msh9, body = b"ADT^A01^ADT_A01", (
+            b"EVN|A01|20240115103000\rPID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
+            b"PV1|1|I|WARD1^BAY1^BED1\r" % i
+        )
+    else:
+        msh9, body = b"ORU^R01^ORU_R01", (
+            b"PID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
+            b"OBR|1||LAB%d|CBC^Full blood count\rOBX|1|NM|HB^Haemoglobin||135|g/L|115-165|N|||F\r" % (i, i)
+        )
+    msg = b"MSH|^~\\&|PAS|" + msh4 + b"|PKB|PKB|20240115103000||" + msh9 + b"|B%d|P|2.4\r" % i + body
+    n = 1
+    while len(msg) < size:
+        msg += b"NTE|%d||Synthetic note text for a fake patient, no real data in here.\r" % n
+        n += 1
+    return msg
+
+
+def headers(received_us: int | None = None) -> list[tuple[str, bytes]]:
+    return [
+        ("hl7.ingest_id", str(uuid.uuid4()).encode()),
+        ("hl7.principal_id", b"mailco"),
+        ("hl7.principal_type", b"partner"),
+        ("hl7.received_at", str(received_us or time.time_ns() // 1000).encode()),
+        ("hl7.source_ip", b"203.0.113.7"),
+        ("hl7.transport", b"http"),
+    ]
+
+
+def new_settings(bootstrap: str, tag: str) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_raw=f"bench.{tag}.raw.{run}",
+        topic_accepted=f"bench.{tag}.accepted.{run}",
+        topic_deadletter=f"bench.{tag}.deadletter.{run}",
+        consumer_group=f"bench.{tag}.{run}",
+        transactional_id=f"bench.{tag}.{run}",
+        topic_partitions=3,
+    )
+
+
+def produce_raw(settings: Settings, n: int) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20,
+                         "enable.idempotence": True})
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(settings.topic_raw, value=message(i), key=b"mailco|trustalias",
+                                 headers=headers())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+class Progress:
+    """Committed-record counter sampled from another thread: first/last commit times."""
+
+    def __init__(self) -> None:
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] = (0.0, 0)
+
+    def note(self, total: int) -> None:
+        now = time.perf_counter()
+        if total and self.first is None:
+            self.first = (now, total)
+        if total != self.last[1]:
+            self.last = (now, total)
+
+    def rate(self) -> float:
+        if self.first is None or self.last[0] <= self.first[0]:
+            return 0.0
+        return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
+
+
+def txn_loop(settings: Settings, n: int, budget_s: float, transform: Callable[[bytes], object] | None,
+             progress: Progress, *, start_on_receive: bool = False) -> None:
+    """The bare transactional consume -> produce loop (same batch policy as the processor)."""
+    consumer = Consumer(consumer_config(settings, **{"group.id": settings.consumer_group + ".loop"}))
+    producer = Producer(producer_config(settings, **{"transactional.id": settings.transactional_id + ".loop"}))
+    producer.init_transactions(30)
+    consumer.subscribe([settings.topic_raw])
+    done = 0
+    deadline = None
+    while done < n and (deadline is None or time.perf_counter() < deadline):
+        first = consumer.poll(0.5)
+        if first is None or first.error():
+            continue
+        if start_on_receive and progress.first is None:
+            progress.first = (time.perf_counter(), 0)
+        batch = [first]
+        end = time.perf_counter() + settings.batch_max_ms / 1000
+        while len(batch) < settings.batch_max_records and time.perf_counter() < end:
+            batch += consumer.consume(settings.batch_max_records - len(batch), end - time.perf_counter())
+        if deadline is None:
+            deadline = time.perf_counter() + budget_s
+        producer.begin_transaction()
+        offsets: dict[int, int] = {}
+        for msg in batch:
+            if transform is not None:
+                transform(msg.value())
+            producer.produce(settings.topic_accepted, value=msg.value(), key=msg.key(), headers=msg.headers())
+            offsets[msg.partition()] = msg.offset() + 1
+        producer.send_offsets_to_transaction(
+            [TopicPartition(settings.topic_raw, p, o) for p, o in offsets.items()],
+            consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        done += len(batch)
+        progress.note(done)
+    consumer.close()
+
+
+def run_processor(settings: Settings, n: int, budget_s: float, progress: Progress) -> None:
+    proc = StreamProcessor(settings, parse_registry(REGISTRY_YAML.encode()))
+    thread = threading.Thread(target=proc.run, daemon=True)
+    thread.start()
+    deadline = None
+    while proc.committed_records < n:
+        progress.note(proc.committed_records)
+        if proc.committed_records and deadline is None:
+            deadline = time.perf_counter() + budget_s
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        time.sleep(0.005)
+    progress.note(proc.committed_records)
+    proc.stop()
+    thread.join(30)
+
+
+def throughput(bootstrap: str, n: int, rounds: int = 2) -> dict[str, float]:
+    """Best of ``rounds`` for ceiling and processor, interleaved (the box is shared and
+    noisy: interleaving keeps a load spike from favouring one side); naive once."""
+    settings = new_settings(bootstrap, "tput")
+    ensure_topics(settings)
+    produce_raw(settings, n)
+    results: dict[str, float] = {"ceiling": 0.0, "processor": 0.0}
+
+    def variant(tag: str) -> Settings:
+        return settings.model_copy(update={"consumer_group": f"{settings.consumer_group}.{tag}",
+                                           "transactional_id": f"{settings.transactional_id}.{tag}"})
+
+    for r in range(rounds):
+        ceiling = Progress()
+        txn_loop(variant(f"ceiling{r}"), n, 30, None, ceiling)
+        results["ceiling"] = max(results["ceiling"], ceiling.rate())
+        mine = Progress()
+        run_processor(variant(f"proc{r}"), n, 40, mine)
+        results["processor"] = max(results["processor"], mine.rate())
+
+    from hl7apy.parser import parse_message
+
+    naive = Progress()
+    txn_loop(variant("naive"), n, 10, lambda v: parse_message(v.decode("ascii"), find_groups=False), naive,
+             start_on_receive=True)  # too slow for several commits: rate from the first read
+    results["naive_hl7apy"] = naive.rate()
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(bootstrap: str, rate: int, seconds: float, batch_max_ms: int) -> dict[str, float]:
+    settings = new_settings(bootstrap, "lat")
+    ensure_topics(settings)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    (tmp / "registry.yaml").write_text(REGISTRY_YAML)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HL7_")}
+    env.update({
+        "PYTHONPATH": str(REPO), "HL7_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HL7_REGISTRY_FILE": str(tmp / "registry.yaml"), "HL7_TOPIC_RAW": settings.topic_raw,
+        "HL7_TOPIC_ACCEPTED": settings.topic_accepted, "HL7_TOPIC_DEADLETTER": settings.topic_deadletter,
+        "HL7_CONSUMER_GROUP": settings.consumer_group, "HL7_TRANSACTIONAL_ID": settings.transactional_id,
+        "HL7_METRICS_PORT": "0", "HL7_BATCH_MAX_MS": str(batch_max_ms),
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "processor", "--log-level", "WARNING", "stream"],
+                            env=env, cwd=tmp, stderr=subprocess.DEVNULL)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex}",
+                       "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    reader.subscribe([settings.topic_accepted, settings.topic_deadletter])
+    samples: list[tuple[float, float]] = []  # (received_at, latency)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            msg = reader.poll(0.1)  # returns at the first record (consume() waits for a full batch)
+            if msg is not None:
+                if msg.error():
+                    continue
+                now = time.time()
+                received = int(dict(msg.headers())["hl7.received_at"]) / 1e6
+                samples.append((received, now - received))
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True})
+    # Warm-up: wait until the processor has joined and routed a first record.
+    producer.produce(settings.topic_raw, value=message(1), headers=headers())
+    producer.flush(10)
+    reader_thread = threading.Thread(target=read, daemon=True)
+    reader_thread.start()
+    t_wait = time.time()
+    while not samples and time.time() - t_wait < 60:
+        time.sleep(0.1)
+    warm = len(samples)
+    start = time.perf_counter()
+    sent = 0
+    interval = 1.0 / rate
+    while time.perf_counter() - start < seconds:
+        target = start + sent * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(settings.topic_raw, value=message(sent + 2), key=b"k%d" % (sent % 64),
+                         headers=headers())
+        producer.poll(0)
+        sent += 1
+    producer.flush(10)
+    offered = sent / (time.perf_counter() - start)
+    deadline = time.time() + 20
+    while len(samples) - warm < sent and time.time() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    reader_thread.join(5)
+    reader.close()
+    proc.terminate()
+    proc.wait(30)
+    steady = [lat for _rx, lat in samples[warm:]]
+    steady = steady[len(steady) // 10:]  # drop the first 10% (ramp-up)
+    return {
+        "batch_max_ms": batch_max_ms,
+        "offered_msgs_per_s": round(offered, 1),
+        "delivered": len(samples) - warm,
+        "sent": sent,
+        "p50_ms": round(percentile(steady, 0.50) * 1000, 1) if steady else float("nan"),
+        "p99_ms": round(percentile(steady, 0.99) * 1000, 1) if steady else float("nan"),
+        "max_ms": round(max(steady) * 1000, 1) if steady else float("nan"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--batch-ms", type=int, nargs="+", default=[100, 10],
+                        help="HL7_BATCH_MAX_MS values for the latency runs")
+    args = parser.parse_args()
+    bootstrap = os.environ.get("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    t0 = time.time()
+    tput = {"ceiling": 0.0, "processor": 0.0, "naive_hl7apy": 0.0}
+    if not args.latency_only:
+        tput = throughput(bootstrap, args.records)
+    # Default batch window (100 ms, like Kafka Streams' EOS commit interval) and a short one.
+    lat = [latency(bootstrap, args.rate, args.seconds, ms) for ms in args.batch_ms]
+    report = {
+        "records": args.records,
+        "throughput_records_per_s": {k: round(v, 1) for k, v in tput.items()},
+        "processor_vs_ceiling": round(tput["processor"] / tput["ceiling"], 3) if tput["ceiling"] else None,
+        "processor_vs_naive": round(tput["processor"] / tput["naive_hl7apy"], 1) if tput["naive_hl7apy"] else None,
+        "latency": lat,
+        "wall_s": round(time.time() - t0, 1),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

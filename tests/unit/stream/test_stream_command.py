@@ -1,0 +1,47 @@
+"""``hl7-processor stream`` refuses unusable configuration with a clear message (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+
+from processor.commands.stream import main
+
+
+def args() -> argparse.Namespace:
+    return argparse.Namespace(metrics_port=None, transactional_id=None)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("HL7_KAFKA_BOOTSTRAP_SERVERS", "HL7_REGISTRY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_registry_file_required(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    with caplog.at_level(logging.ERROR):
+        assert main(args()) == 2
+    assert "HL7_REGISTRY_FILE is not set" in caplog.text
+
+
+def test_bootstrap_required(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert main(args()) == 2
+    assert "HL7_KAFKA_BOOTSTRAP_SERVERS is not set" in caplog.text
+
+
+def test_invalid_registry_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "registry.yaml"
+    bad.write_text("customers: [{id: x}]\n")
+    monkeypatch.setenv("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("HL7_REGISTRY_FILE", str(bad))
+    with caplog.at_level(logging.ERROR):
+        assert main(args()) == 2
+    assert "registry refused" in caplog.text
