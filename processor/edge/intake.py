@@ -108,19 +108,21 @@ def assess(
     Raises ``NoMshSegment`` (HTTP 400, nothing stored). Any other problem with the
     message is a rejection that is still stored, for the audit trail.
     """
-    try:
-        header: MshHeader | None = read_header(payload)
-    except NoMshSegment:
-        raise
-    except MalformedHl7:
-        header = None
     decision = decide(registry, principal.id, principal.type, payload)
+    header: MshHeader | None = decision.header
     if isinstance(decision, Accepted):
         outcome, reason = AckOutcome.ACCEPT, None
     else:
         outcome, reason = AckOutcome.REJECT, decision.reason
-        if decision.header is not None:
-            header = decision.header
+        if header is None:
+            # Only here is the header read a second time: to tell "no MSH at all"
+            # (400, not stored) from a malformed one (stored, AR).
+            try:
+                header = read_header(payload)
+            except NoMshSegment:
+                raise
+            except MalformedHl7:
+                header = None
     msh4 = header.sending_facility_raw if header is not None else ""
     record = OutgoingRecord(
         key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape"),

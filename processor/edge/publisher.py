@@ -60,6 +60,11 @@ def _resolve_all(results: list[_Result]) -> None:
             future.set_exception(KafkaUnavailable(f"delivery failed: {error.name()}"))
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(KafkaUnavailable("no delivery report in time"))
+
+
 class KafkaPublisher:
     """Produces raw records and awaits their delivery reports."""
 
@@ -161,13 +166,15 @@ class KafkaPublisher:
             except KafkaException as exc:
                 self._check.poke()
                 raise KafkaUnavailable(f"produce refused: {_code_name(exc)}") from None
+        # A plain timer instead of asyncio.wait_for: same bound, less work per request.
+        timer = loop.call_later(self._timeout_s + _DEADLINE_SLACK_S, _expire, future)
         try:
-            await asyncio.wait_for(future, self._timeout_s + _DEADLINE_SLACK_S)
-        except TimeoutError:
-            raise KafkaUnavailable("no delivery report in time") from None
+            await future
         except KafkaUnavailable:
             self._check.poke()
             raise
+        finally:
+            timer.cancel()
         EDGE_PUBLISH_DURATION.observe(time.monotonic() - started)
 
     # -- threads -----------------------------------------------------------------------------
