@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 RegistrySource = Callable[[], Registry | None]
 
 _RETRY_AFTER_UNAVAILABLE = "5"
+# metric label for requests refused before a handler runs (404/405)
+_PATH_TRANSPORT = {"/hl7": "http", "/soap": "soap"}
 _SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 
@@ -82,7 +84,7 @@ class _Reply:
 
     status: int
     body: bytes
-    media_type: str
+    media_type: str | None
     ack: str = "none"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -184,7 +186,8 @@ class _Edge:
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
-        EDGE_REQUESTS.labels("other", str(status), "none").inc()
+        transport = _PATH_TRANSPORT.get(request.url.path, "other")
+        EDGE_REQUESTS.labels(transport, str(status), "none").inc()
         return Response(b"Not Found\n" if status == 404 else b"Method Not Allowed\n", status, media_type=_TEXT)
 
     # -- the intake path ---------------------------------------------------------------------
@@ -291,7 +294,9 @@ class _Edge:
         headers = {} if stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
         if transport == "soap":
             return _Reply(status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers)
-        return _Reply(status, ack, request.headers["content-type"], code, headers)
+        # The request's own Content-Type, verbatim (Starlette would append a charset to text/*).
+        headers["Content-Type"] = request.headers["content-type"]
+        return _Reply(status, ack, None, code, headers)
 
     async def _store(self, intake: Intake) -> bool:
         record = intake.record

@@ -87,8 +87,9 @@ def test_enhanced_mode_gives_ca_and_cr(edge: RunningEdge) -> None:
     resp = post(edge, ok, ctype="x-application/hl7-v2+er7")
     assert resp.status_code == 200 and ack_segments(resp)["MSA"][1] == "CA"
     bad = ok.replace(b"trustalias{trustalias}", b"nosuch{trustalias}")
-    resp = post(edge, bad, ctype="text/plain; charset=utf-8")
+    resp = post(edge, bad, ctype="text/plain")
     assert resp.status_code == 200 and ack_segments(resp)["MSA"][1] == "CR"
+    assert resp.headers["content-type"] == "text/plain"  # same content type, nothing added
     assert "UNKNOWN_CONNECTING_ALIAS" in resp.text
 
 
@@ -239,6 +240,9 @@ def test_unknown_path_is_404_counted_as_other(edge: RunningEdge) -> None:
     before = metric(edge, "hl7_edge_requests_total", transport="other", status="404", ack="none")
     assert httpx.get(edge.url + "/nope").status_code == 404
     assert metric(edge, "hl7_edge_requests_total", transport="other", status="404", ack="none") == before + 1
+    before = metric(edge, "hl7_edge_requests_total", transport="http", status="405", ack="none")
+    assert httpx.get(edge.url + "/hl7").status_code == 405
+    assert metric(edge, "hl7_edge_requests_total", transport="http", status="405", ack="none") == before + 1
 
 
 def test_five_megabyte_document_arrives_intact(edge: RunningEdge) -> None:
