@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -71,6 +71,15 @@ _INIT_RETRY_MAX_S = 10.0
 _RECORD_TOO_LARGE = frozenset(
     {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
 )
+
+
+def _coords(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record (never None for a record without error)."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+
+
+def _kafka_headers(msg: Message) -> list[tuple[str, Any]]:
+    return cast("list[tuple[str, Any]]", msg.headers() or [])
 
 
 class StreamFatalError(GatewayError):
@@ -290,19 +299,20 @@ class StreamProcessor:
 
     @staticmethod
     def _raw(msg: Message, headers: list[tuple[str, Any]] | None = None) -> RawRecord:
+        topic, partition, offset = _coords(msg)
         ts_type, ts = msg.timestamp()
         return RawRecord(
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
+            topic,
+            partition,
+            offset,
             msg.key(),
             msg.value() or b"",
-            decode_headers(msg.headers() if headers is None else headers),
+            decode_headers(_kafka_headers(msg) if headers is None else headers),
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
 
     def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
-        headers = msg.headers() or []
+        headers = _kafka_headers(msg)
         raw = self._raw(msg, headers)
         assert self._encode is not None
         if (raw.topic, raw.partition, raw.offset) in self._oversize:
@@ -322,7 +332,8 @@ class StreamProcessor:
         routed = [self._route(msg, registry, now_us) for msg in batch]
         offsets: dict[tuple[str, int], int] = {}
         for msg in batch:
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            topic, partition, offset = _coords(msg)
+            offsets[(topic, partition)] = offset + 1
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         try:
@@ -344,7 +355,7 @@ class StreamProcessor:
     def _produce(
         self, producer: Producer, msg: Message, out: Routed, registry: Registry, now_us: int
     ) -> None:
-        on_delivery = functools.partial(self._delivered, (msg.topic(), msg.partition(), msg.offset()))
+        on_delivery = functools.partial(self._delivered, _coords(msg))
         while True:
             try:
                 producer.produce(
@@ -364,7 +375,7 @@ class StreamProcessor:
                 assert self._encode is not None
                 out = oversize_dead_letter(
                     self._raw(msg), registry, now_us=now_us, topics=self._topics,
-                    encode=self._encode, kafka_headers=msg.headers() or [],
+                    encode=self._encode, kafka_headers=_kafka_headers(msg),
                 )
 
     def _delivered(self, source: tuple[str, int, int], err: KafkaError | None, _msg: Message) -> None:
