@@ -176,3 +176,22 @@ def _owns_partitions(proc: Proc) -> bool:
     """The latest rebalance log line of this process says it owns at least one partition."""
     lines = [ln for ln in proc.log.read_text(errors="replace").splitlines() if "; owning [" in ln]
     return bool(lines) and not lines[-1].endswith("owning []")
+
+
+def test_fenced_process_exits_with_code_1(kafka_bootstrap: str, unique_name, tmp_path: Path) -> None:
+    """A second process with the same transactional id fences the first: exit 1, clear log line."""
+    settings, env, ids = _setup(kafka_bootstrap, unique_name, tmp_path, partitions=2)
+    txn_id = unique_name("eo-same")
+    # Small batches keep the first busy (a fenced producer learns it at its next transaction).
+    first = Proc(dict(env, HL7_BATCH_MAX_RECORDS="10"), txn_id, tmp_path, 0)
+    _wait_progress(settings, 500, [first])
+    assert committed_total(settings) < N
+    second = Proc(env, txn_id, tmp_path, 1)
+    try:
+        assert first.popen.wait(120) == 1
+    finally:
+        first._fh.close()
+    assert "FATAL Kafka error" in first.log.read_text()
+    _wait_progress(settings, N, [second], timeout=180)
+    assert second.terminate() == 0
+    _check_exactly_once(settings, ids)

@@ -19,6 +19,8 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from prometheus_client import REGISTRY
+
 from processor.avro.codec import AvroCodec
 from processor.metrics import PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.reasons import REASON_CODES
@@ -119,7 +121,7 @@ def running(kafka_bootstrap: str, unique_name, tmp_path: Path) -> Iterator[tuple
 
     watcher = RegistryWatcher(registry_file, 0.2, settle=False)
     watcher.start()
-    proc = StreamProcessor(settings, watcher, encode=encode)
+    proc = StreamProcessor(settings, watcher, encode=encode, lag_interval_s=0.5)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -180,6 +182,11 @@ def test_every_reason_code_through_the_processor(running) -> None:
         outcome="deadletter", reason="PRINCIPAL_UNKNOWN", principal="unknown"
     )._value.get() >= 1
     assert proc.readiness.status()[0]
+    # Lag series exist for the owned partitions and reach 0 once everything is routed.
+    def lag(p: int) -> float | None:
+        return REGISTRY.get_sample_value("hl7_processor_consumer_lag", {"partition": str(p)})
+
+    assert wait_for(lambda: all(lag(p) == 0 for p in range(3)), timeout=30)
 
 
 def test_revoked_grant_dead_letters_the_next_message(running) -> None:
