@@ -239,6 +239,8 @@ def main() -> int:
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "bench-" + uuid.uuid4().hex})
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
     consumer.close()
+    admin.delete_topics([topic])[topic].result(30)  # leave a shared broker as we found it
+    shutil.rmtree(work, ignore_errors=True)
     stored = high - low
     ok_hl7 = 1 + sum(r["requests"] - r["errors"] for r in hl7_runs)
 
