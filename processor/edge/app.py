@@ -53,7 +53,7 @@ from processor.hl7.soap import (
     parse_accept_message,
 )
 from processor.metrics import EDGE_AUTH_FAILURES, EDGE_REQUEST_DURATION, EDGE_REQUESTS
-from processor.registry.credentials import Authenticator
+from processor.registry.credentials import Authenticator, AuthenticatorBusy
 from processor.registry.model import Principal, Registry
 from processor.registry.networks import address_allowed, client_address
 
@@ -226,7 +226,11 @@ class _Edge:
             return self._error(transport, 429, "Too many failed logins", **{"Retry-After": str(wait)})
         if creds is None:
             return self._unauthorised(transport)
-        principal = await self.authenticator.verify_async(creds.username, creds.password)
+        try:
+            principal = await self.authenticator.verify_async(creds.username, creds.password)
+        except AuthenticatorBusy:
+            # Server-side overload, not the sender's fault: no failed login is recorded.
+            return self._error(transport, 503, "Busy, retry later", **{"Retry-After": "1"})
         if principal is None or not principal.active:
             self.limiter.record_failure(source, creds.username)
             return self._unauthorised(transport)

@@ -35,13 +35,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from argon2 import Parameters, PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from processor.errors import GatewayError
 from processor.registry.model import Principal, Registry
 
 __all__ = [
     "PRODUCTION_PARAMETERS",
     "Authenticator",
+    "AuthenticatorBusy",
     "hash_password",
 ]
+
+
+class AuthenticatorBusy(GatewayError):
+    """Too many cold checks queued: the caller should answer "busy, retry", not "bad password"."""
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +137,11 @@ class Authenticator:
                 self.overloaded += 1
                 if self.overloaded & (self.overloaded - 1) == 0:  # 1, 2, 4, 8...: no log flood
                     log.warning(
-                        "credential checks refused as bad credentials: %d queued (refused so far: %d)",
+                        "credential checks refused as busy: %d queued (refused so far: %d)",
                         self._pending,
                         self.overloaded,
                     )
-                return None
+                raise AuthenticatorBusy(f"{self._pending} credential checks already queued")
             self._pending += 1
         try:
             fut: Future[Principal | None] = self._executor.submit(

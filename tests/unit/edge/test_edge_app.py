@@ -109,3 +109,29 @@ def test_bench_route_only_in_bench_mode(registry: Registry) -> None:
         app = create_app(settings, lambda: registry, publisher=ExplodingPublisher(), bench=bench)  # type: ignore[arg-type]
         with TestClient(app) as client:
             assert client.post("/bench/ping", content=b"x", headers=AUTH).status_code == status
+
+
+class BusyAuthenticator:
+    """Every cold credential check refused because the argon2 queue is full."""
+
+    async def verify_async(self, username: str, password: str) -> None:
+        from processor.registry.credentials import AuthenticatorBusy
+
+        raise AuthenticatorBusy("queue full")
+
+    def close(self) -> None:
+        pass
+
+
+def test_full_argon2_queue_is_503_retry_not_a_failed_login(registry: Registry) -> None:
+    settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1")
+    app = create_app(
+        settings, lambda: registry, publisher=ExplodingPublisher(),  # type: ignore[arg-type]
+        authenticator=BusyAuthenticator(),  # type: ignore[arg-type]
+    )
+    with TestClient(app) as client:
+        replies = [client.post("/hl7", content=seed_message(), headers=AUTH) for _ in range(15)]
+    assert {r.status_code for r in replies} == {503}
+    assert all(r.headers["Retry-After"] == "1" for r in replies)
+    # Not counted as failed logins: more than the per-minute limit, still no 429 lockout.
+    assert all("WWW-Authenticate" not in r.headers for r in replies)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 
-from processor.registry.credentials import PRODUCTION_PARAMETERS, Authenticator, hash_password
+from processor.registry.credentials import PRODUCTION_PARAMETERS, Authenticator, AuthenticatorBusy, hash_password
 from processor.registry.loader import load_registry, parse_registry
 from processor.registry.model import PrincipalType, Registry
 
@@ -173,7 +173,8 @@ def test_flood_is_bounded_and_loop_stays_free(registry: Registry) -> None:
             await asyncio.sleep(0.01)
         # both slots taken (one running, one queued): further checks are refused at once
         assert auth.pending == 2
-        assert await auth.verify_async("partner_mailco", "wrong-2") is None
+        with pytest.raises(AuthenticatorBusy):
+            await auth.verify_async("partner_mailco", "pw-partner_mailco")
         assert auth.overloaded == 1
         assert not first.done()  # the loop ran our coroutine while argon2 was busy
         spy.gate.set()  # type: ignore[union-attr]
