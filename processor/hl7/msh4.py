@@ -30,6 +30,39 @@ class Msh4Aliases:
     legacy: bool
 
 
+# Build Msh4Aliases straight through its slot descriptors: the frozen-dataclass
+# ``__init__`` (object.__setattr__ per field) was a third of parse_msh4's time on the
+# hot path. Same instance (equal, hashable, frozen); test_escape_msh4 compares them.
+_new = object.__new__
+_set_connecting = Msh4Aliases.__dict__["connecting_alias"].__set__
+_set_controller = Msh4Aliases.__dict__["data_controller_alias"].__set__
+_set_legacy = Msh4Aliases.__dict__["legacy"].__set__
+
+
+def _aliases(connecting: str, controller: str, legacy: bool) -> Msh4Aliases:
+    obj = _new(Msh4Aliases)
+    _set_connecting(obj, connecting)
+    _set_controller(obj, controller)
+    _set_legacy(obj, legacy)
+    return obj
+
+
+# Valid MSH-4.1 values seen before -> their (immutable) result. A sender uses a handful
+# of alias pairs, so almost every message is a hit; bounded in entries and key length
+# (the value is sender-controlled), cleared when full. Failures are not remembered.
+_KNOWN: dict[str, Msh4Aliases] = {}
+_KNOWN_MAX = 4096
+_KNOWN_MAX_LEN = 128
+
+
+def _remember(namespace_id: str, aliases: Msh4Aliases) -> Msh4Aliases:
+    if len(namespace_id) <= _KNOWN_MAX_LEN:
+        if len(_KNOWN) >= _KNOWN_MAX:
+            _KNOWN.clear()
+        _KNOWN[namespace_id] = aliases
+    return aliases
+
+
 def is_alias(value: str) -> bool:
     """True when ``value`` matches ``ALIAS_PATTERN`` exactly.
 
@@ -45,6 +78,9 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
     A plain alias (no braces) is accepted only for a Customer principal: its
     legacy connection means ``X{X}``; row 10 later checks X is its own alias.
     """
+    known = _KNOWN.get(namespace_id)
+    if known is not None and (customer_principal or not known.legacy):
+        return known
     if not namespace_id:
         raise Msh4Error(Reason.MSH4_MISSING, "MSH-4.1 is empty")
     if namespace_id[-1] == "}":
@@ -60,10 +96,10 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
             and not connecting.strip(_ALIAS_CHARS)
             and not controller.strip(_ALIAS_CHARS)
         ):
-            return Msh4Aliases(connecting, controller, False)
+            return _remember(namespace_id, _aliases(connecting, controller, False))
     elif is_alias(namespace_id):
         if customer_principal:
-            return Msh4Aliases(namespace_id, namespace_id, True)
+            return _remember(namespace_id, _aliases(namespace_id, namespace_id, True))
         raise Msh4Error(
             Reason.MSH4_SYNTAX,
             "MSH-4.1 must be connecting-alias{data-controller-alias} for a partner",
