@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from fastavro.validation import validate as _validate
 
+from processor.avro.fastwrite import FastWriter, compile_writer
 from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, AvroSchema, load_schema, schema_from_json
 from processor.errors import GatewayError
 
@@ -93,6 +94,11 @@ class AvroCodec:
             self._by_fingerprint[schema.fingerprint] = schema
         for schema in self._topic_schemas.values():
             self._current_by_name[schema.full_name] = schema
+        # Per topic: (value prefix, schema-specialised writer) once the prefix is known.
+        self._fast: dict[str, tuple[bytes, FastWriter]] = {}
+        self._writers: dict[str, FastWriter | None] = {
+            topic: compile_writer(schema.parsed) for topic, schema in self._topic_schemas.items()
+        }
         if registry is not None and register:
             for topic in self._topic_schemas:
                 self.schema_id(topic)
@@ -153,7 +159,18 @@ class AvroCodec:
         return schema_id
 
     def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
-        """The Kafka value for ``record`` on ``topic`` (single-object or Confluent framing)."""
+        """The Kafka value for ``record`` on ``topic`` (single-object or Confluent framing).
+
+        Well-typed records take the schema-specialised writer (``fastwrite``); anything it
+        does not handle goes through fastavro (strict: unknown fields are errors), which
+        writes the same bytes or raises AvroEncodeError naming the fields.
+        """
+        fast = self._fast.get(topic)
+        if fast is not None:
+            try:
+                return fast[0] + fast[1](record)
+            except Exception:  # noqa: BLE001 - not for the fast path: fastavro decides
+                pass
         schema = self.schema_for(topic)
         buffer = BytesIO()
         if self._registry is None:
@@ -168,6 +185,10 @@ class AvroCodec:
                 f"record for topic {topic} does not match {schema.full_name}: "
                 f"bad or missing fields {', '.join(_bad_fields(schema, record)) or '(unknown)'}"
             ) from None
+        writer = self._writers.get(topic)
+        if writer is not None and topic not in self._fast:
+            prefix_len = len(SINGLE_OBJECT_MAGIC) + 8 if self._registry is None else _CONFLUENT_HEADER.size
+            self._fast[topic] = (buffer.getvalue()[:prefix_len], writer)
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
