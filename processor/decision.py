@@ -12,7 +12,8 @@ since unknown ones come from unauthenticated input.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from processor.errors import MalformedHl7, Msh4Error
 from processor.hl7.header import MshHeader, read_header
@@ -97,6 +98,17 @@ def decide(
         )
 
 
+_PRINCIPAL_TYPES: dict[object, PrincipalType] = {t.value: t for t in PrincipalType}
+
+# Rows 5-11 depend only on (registry, principal, MSH-4.1): remembered per registry
+# object (immutable; a reload makes a new one, so a new memo), bounded, cleared when
+# full. One (registry, memo) pair swapped as a whole, so concurrent callers with
+# different registries never share a memo.
+_MEMO_MAX = 4096
+_MEMO_MAX_KEY = 128
+_memo: tuple[Registry | None, dict[tuple[str, PrincipalType, str], tuple[Any, ...]]] = (None, {})
+
+
 def _decide(
     registry: Registry,
     principal_id: str,
@@ -104,11 +116,14 @@ def _decide(
     payload: bytes,
     version: str,
 ) -> Decision:
+    global _memo
     # Row 2: the principal exists, with this type.
-    try:
-        ptype = PrincipalType(principal_type)
-    except ValueError:
-        ptype = None
+    ptype = _PRINCIPAL_TYPES.get(principal_type) if principal_type.__class__ is str else None
+    if ptype is None:
+        try:
+            ptype = PrincipalType(principal_type)
+        except ValueError:
+            ptype = None
     principal = registry.principal(principal_id, ptype) if ptype is not None else None
     if principal is None:
         detail = (
@@ -130,36 +145,81 @@ def _decide(
         header = read_header(payload)
     except MalformedHl7 as exc:
         return Rejected(Reason.MALFORMED_HL7, str(exc)[:200], version, None)
+    # Rows 5-11
+    namespace_id = header.msh4_namespace_id
+    owner, memo = _memo
+    if owner is not registry:
+        owner, memo = registry, {}
+        _memo = (owner, memo)
+    key = (principal_id, ptype, namespace_id)
+    outcome = memo.get(key)
+    if outcome is None:
+        outcome = _rows_5_to_11(registry, principal, ptype, namespace_id)
+        if len(namespace_id) <= _MEMO_MAX_KEY:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = outcome
+    if outcome[0] is Accepted:
+        return _accepted(header, outcome[1], outcome[2], outcome[3], outcome[4], version)
+    return Rejected(outcome[1], outcome[2], version, header, outcome[3], outcome[4])
+
+
+_new = object.__new__
+_setters = tuple(Accepted.__dict__[f.name].__set__ for f in fields(Accepted))
+if tuple(f.name for f in fields(Accepted)) != (
+    "header", "connecting_customer_id", "connecting_alias", "data_controller_id",
+    "data_controller_alias", "registry_version",
+):  # pragma: no cover
+    raise ImportError("Accepted fields and _accepted are out of step")
+_set_h, _set_cid, _set_ca, _set_did, _set_da, _set_v = _setters
+
+
+def _accepted(header: MshHeader, cid: str, calias: str, did: str, dalias: str, version: str) -> Accepted:
+    """``Accepted(...)`` through the slot descriptors: the frozen ``__init__`` costs twice as much."""
+    obj = _new(Accepted)
+    _set_h(obj, header)
+    _set_cid(obj, cid)
+    _set_ca(obj, calias)
+    _set_did(obj, did)
+    _set_da(obj, dalias)
+    _set_v(obj, version)
+    return obj
+
+
+def _rows_5_to_11(
+    registry: Registry, principal: Principal, ptype: PrincipalType, namespace_id: str
+) -> tuple[Any, ...]:
+    """``(Accepted, connecting id, alias, controller id, alias)`` or
+    ``(Rejected, reason, detail, connecting id | None, controller id | None)``."""
     # Rows 5-6
     try:
-        aliases = parse_msh4(
-            header.msh4_namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER
-        )
+        aliases = parse_msh4(namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER)
     except Msh4Error as exc:
-        return Rejected(exc.reason, exc.detail[:200], version, header)
+        return (Rejected, exc.reason, exc.detail[:200], None, None)
     a_alias, b_alias = aliases.connecting_alias, aliases.data_controller_alias
     # Row 7
     connecting = registry.customer_by_alias(a_alias)
     if connecting is None:
-        return Rejected(
+        return (
+            Rejected,
             Reason.UNKNOWN_CONNECTING_ALIAS,
             f"connecting alias {_shown(a_alias)} is not a known customer",
-            version,
-            header,
+            None,
+            None,
         )
     # Row 8
     controller = registry.customer_by_alias(b_alias)
     if controller is None:
-        return Rejected(
+        return (
+            Rejected,
             Reason.UNKNOWN_DATA_CONTROLLER_ALIAS,
             f"data controller alias {_shown(b_alias)} is not a known customer",
-            version,
-            header,
-            connecting_customer_id=connecting.id,
+            connecting.id,
+            None,
         )
 
-    def reject(reason: Reason, detail: str) -> Rejected:
-        return Rejected(reason, detail, version, header, connecting.id, controller.id)
+    def reject(reason: Reason, detail: str) -> tuple[Any, ...]:
+        return (Rejected, reason, detail, connecting.id, controller.id)
 
     # Row 9
     inactive = [c.id for c in _distinct(connecting, controller) if not c.active]
@@ -175,14 +235,7 @@ def _decide(
             Reason.DELEGATION_NOT_AUTHORISED,
             f"customer {controller.id} has not authorised {connecting.id} to send its data",
         )
-    return Accepted(
-        header=header,
-        connecting_customer_id=connecting.id,
-        connecting_alias=connecting.alias,
-        data_controller_id=controller.id,
-        data_controller_alias=controller.alias,
-        registry_version=version,
-    )
+    return (Accepted, connecting.id, connecting.alias, controller.id, controller.alias)
 
 
 def _distinct(a: Customer, b: Customer) -> tuple[Customer, ...]:
