@@ -86,13 +86,15 @@ def _emit(lines: list[str], env: dict[str, Any], index: int, schema: Any, value:
         lines += [
             f"{indent}if {value}.__class__ is not str: raise TypeError",
             f"{indent}b = {value}.encode()",
-            f"{indent}parts += (_length(len(b)), b)",
+            f"{indent}n = len(b)",
+            f"{indent}parts += (_SMALL[n] if n < 64 else _varint(n << 1), b)",
         ]
         return True
     if kind == "bytes":
         lines += [
             f"{indent}if {value}.__class__ is not bytes: raise TypeError",
-            f"{indent}parts += (_length(len({value})), {value})",
+            f"{indent}n = len({value})",
+            f"{indent}parts += (_SMALL[n] if n < 64 else _varint(n << 1), {value})",
         ]
         return True
     if kind in ("int", "long"):
@@ -129,7 +131,9 @@ def compile_writer(parsed_schema: Any) -> FastWriter | None:
     if not isinstance(parsed_schema, dict) or parsed_schema.get("type") != "record":
         return None
     fields = parsed_schema.get("fields", ())
-    env: dict[str, Any] = {"_length": _length, "_long": _long, "_map_of_strings": _map_of_strings}
+    env: dict[str, Any] = {
+        "_SMALL": _SMALL, "_varint": _varint, "_long": _long, "_map_of_strings": _map_of_strings,
+    }
     lines = [
         "def write(r):",
         f"    if r.__class__ is not dict or len(r) != {len(fields)}: raise TypeError",

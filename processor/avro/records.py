@@ -44,20 +44,25 @@ def _optional(value: str | None) -> str | None:
 
 
 def _required_header(raw: RawRecord, name: str) -> str:
-    value = raw.header(name)
+    value = raw.headers.get(name)
     if value is None:
         # Names the header only: values may be attacker-controlled or personal.
         raise ValueError(f"accepted record needs header {name}")
     return value
 
 
-def accepted_record(decision: Accepted, raw: RawRecord, processed_at_us: int) -> dict[str, Any]:
-    """The ``AcceptedMessage`` for a raw record the decision table accepted."""
+def accepted_record(
+    decision: Accepted, raw: RawRecord, processed_at_us: int, *, received_at_us: int | None = None
+) -> dict[str, Any]:
+    """The ``AcceptedMessage`` for a raw record the decision table accepted.
+
+    ``received_at_us``: ``raw.received_at_us`` when the caller has already parsed it.
+    """
     header = decision.header
     principal_type = principal_type_symbol(_required_header(raw, HEADER_PRINCIPAL_TYPE))
     if principal_type is None:
         raise ValueError(f"accepted record needs header {HEADER_PRINCIPAL_TYPE} = partner|customer")
-    received_at = raw.received_at_us
+    received_at = raw.received_at_us if received_at_us is None else received_at_us
     if received_at is None:
         raise ValueError(f"accepted record needs header {HEADER_RECEIVED_AT} = epoch micros")
     return {

@@ -199,6 +199,7 @@ def route(
             header=_header_or_none(raw.value), **common,
         )
     principal_id = raw.headers[HEADER_PRINCIPAL_ID]
+    received_at_us = parse_epoch_micros(raw.headers[HEADER_RECEIVED_AT])  # row 1: a valid long
     try:
         decision = decide(registry, principal_id, raw.headers[HEADER_PRINCIPAL_TYPE], raw.value)
     except Exception as exc:  # noqa: BLE001 - decide promises not to raise; belt and braces
@@ -212,7 +213,9 @@ def route(
             header=decision.header, **common,
         )
     try:
-        value = encode(topics.accepted, accepted_record(decision, raw, now_us))
+        value = encode(
+            topics.accepted, accepted_record(decision, raw, now_us, received_at_us=received_at_us)
+        )
     except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
         return _dead_letter(
             raw, registry, reason=Reason.PROCESSING_ERROR,
@@ -228,7 +231,7 @@ def route(
         reason=None,
         detail="",
         principal=principal_label(registry, principal_id),
-        received_at_us=raw.received_at_us,
+        received_at_us=received_at_us,
     )
 
 
