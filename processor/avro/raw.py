@@ -58,13 +58,15 @@ def decode_headers(headers: Iterable[tuple[str, bytes | str | None]] | None) -> 
     if not headers:
         return out
     for name, value in headers:
-        if value is None:
+        if value.__class__ is bytes:  # what Kafka delivers: the one case per record that matters
+            text = value.decode("utf-8", "replace")  # type: ignore[union-attr]
+        elif value is None:
             text = ""
         elif isinstance(value, str):
             text = value
         else:
             text = bytes(value).decode("utf-8", errors="replace")
-        out[str(name)] = text
+        out[name if name.__class__ is str else str(name)] = text
     return out
 
 

@@ -299,12 +299,11 @@ class StreamProcessor:
 
     @staticmethod
     def _raw(msg: Message, headers: list[tuple[str, Any]] | None = None) -> RawRecord:
-        topic, partition, offset = _coords(msg)
         ts_type, ts = msg.timestamp()
         return RawRecord(
-            topic,
-            partition,
-            offset,
+            cast(str, msg.topic()),
+            cast(int, msg.partition()),
+            cast(int, msg.offset()),
             msg.key(),
             msg.value() or b"",
             decode_headers(_kafka_headers(msg) if headers is None else headers),
@@ -315,7 +314,7 @@ class StreamProcessor:
         headers = _kafka_headers(msg)
         raw = self._raw(msg, headers)
         assert self._encode is not None
-        if (raw.topic, raw.partition, raw.offset) in self._oversize:
+        if self._oversize and (raw.topic, raw.partition, raw.offset) in self._oversize:
             return oversize_dead_letter(
                 raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
                 kafka_headers=headers,
@@ -332,8 +331,7 @@ class StreamProcessor:
         routed = [self._route(msg, registry, now_us) for msg in batch]
         offsets: dict[tuple[str, int], int] = {}
         for msg in batch:
-            topic, partition, offset = _coords(msg)
-            offsets[(topic, partition)] = offset + 1
+            offsets[(cast(str, msg.topic()), cast(int, msg.partition()))] = cast(int, msg.offset()) + 1
         consumer, producer = self._consumer, self._producer
         assert consumer is not None and producer is not None
         try:
