@@ -27,10 +27,26 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 # zigzag(n) for 0 <= n < 64 is one byte: 2n.
 _SMALL = tuple(bytes((2 * n,)) for n in range(64))
+_SMALL_RAW = tuple(bytes((n,)) for n in range(128))
 
 
 def _varint(n: int) -> bytes:
-    """Avro varint of an already zigzag-encoded, non-negative ``n``."""
+    """Avro varint of an already zigzag-encoded, non-negative ``n``.
+
+    Straight expressions for the sizes records hold (lengths, offsets: 1-3 bytes;
+    epoch-micros timestamps: 8 bytes), a loop for the rest.
+    """
+    if n < 0x80:
+        return _SMALL_RAW[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if 1 << 49 <= n < 1 << 56:
+        return bytes((
+            n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80,
+            n >> 28 & 0x7F | 0x80, n >> 35 & 0x7F | 0x80, n >> 42 & 0x7F | 0x80, n >> 49,
+        ))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -101,7 +117,7 @@ def _emit(lines: list[str], env: dict[str, Any], index: int, schema: Any, value:
         lo, hi = (_INT_MIN, _INT_MAX) if kind == "int" else (_LONG_MIN, _LONG_MAX)
         lines += [
             f"{indent}if {value}.__class__ is not int or not {lo} <= {value} <= {hi}: raise TypeError",
-            f"{indent}parts.append(_long({value}))",
+            f"{indent}parts.append(_SMALL[{value}] if 0 <= {value} < 64 else _varint(({value} << 1) ^ ({value} >> 63)))",
         ]
         return True
     if isinstance(schema, dict) and schema.get("type") == "enum":

@@ -93,3 +93,13 @@ def test_bad_records_still_fail_through_fastavro_after_the_fast_path_is_primed()
     defaulted = dict(good)
     del defaulted["message_type"]  # has a default: fastavro fills it in
     assert codec.encode("d", defaulted) == codec.encode("d", good)
+
+
+@pytest.mark.parametrize("bits", range(0, 64))
+def test_long_boundaries_equal_fastavro(bits: int) -> None:
+    schema = fastavro.parse_schema({"type": "record", "name": "L", "fields": [{"name": "v", "type": "long"}]})
+    writer = compile_writer(schema)
+    assert writer is not None
+    for n in {(1 << bits) - 1, 1 << bits, (1 << bits) + 1, -(1 << bits), -(1 << bits) - 1}:
+        if -(2**63) <= n < 2**63:
+            assert writer({"v": n}) == _fastavro(schema, {"v": n})
