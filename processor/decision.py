@@ -125,7 +125,7 @@ def _decide(
         except ValueError:
             ptype = None
     principal = registry.principal(principal_id, ptype) if ptype is not None else None
-    if principal is None:
+    if principal is None or ptype is None:
         detail = (
             "principal id not in registry"
             if ptype is not None

@@ -107,13 +107,22 @@ class MshHeader(NamedTuple):
             return tuple.__ne__(self, other)  # type: ignore[arg-type]
         return NotImplemented
 
-    # hash((f1, ..., f23)): exactly what a frozen dataclass computes.
-    __hash__ = tuple.__hash__
+    def __hash__(self) -> int:
+        """hash((f1, ..., f23)): exactly what a frozen dataclass computes."""
+        return tuple.__hash__(self)
 
+    # No ordering, like a dataclass without order=True.
     def __lt__(self, other: object) -> bool:
         return NotImplemented
 
-    __le__ = __gt__ = __ge__ = __lt__
+    def __le__(self, other: object) -> bool:
+        return NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        return NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        return NotImplemented
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -326,5 +335,5 @@ def read_header(data: bytes) -> MshHeader:
         raise MalformedHl7("MSH segment could not be read") from None
 
 
-if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # pragma: no cover
+if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # type: ignore[arg-type]  # pragma: no cover
     raise ImportError("MshHeader fields and their dataclass metadata are out of step")
