@@ -32,6 +32,8 @@ import uuid
 from base64 import b64encode
 from pathlib import Path
 
+from tqdm import tqdm
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -229,7 +231,7 @@ def main() -> int:
 
         measure("/bench/ping")  # warm-up, discarded
         ceiling_runs, hl7_runs = [], []
-        for _ in range(args.rounds):
+        for _ in tqdm(range(args.rounds), desc="alternating rounds", file=sys.stderr, leave=False):
             ceiling_runs.append(measure("/bench/ping"))
             hl7_runs.append(measure("/hl7"))
     finally:

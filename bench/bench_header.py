@@ -22,11 +22,13 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hl7apy.parser import parse_message  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from processor.errors import Msh4Error  # noqa: E402
 from processor.hl7.charset import codec_for  # noqa: E402
@@ -96,28 +98,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.5, help="target duration of one repeat")
     args = parser.parse_args(argv)
 
+    steps = tqdm(total=10, desc="measuring", unit="step", file=sys.stderr, leave=False)
+
+    def timed(*rate_args: Any, **rate_kwargs: Any) -> float:
+        result = rate(*rate_args, **rate_kwargs)
+        steps.update()
+        return result
+
     corpus = [load(n) for n in names()]
     texts = [for_hl7apy(m) for m in corpus]
     for fn, items in ((ours, corpus), (ceiling, corpus), (floor, corpus), (hl7apy, texts)):
         for item in items:
             fn(item)  # warm up imports and hl7apy's reference caches
 
-    r_ours = rate(ours, corpus, args.seconds)
-    r_ceiling = rate(ceiling, corpus, args.seconds)
-    r_hl7apy = rate(hl7apy, texts, args.seconds, repeats=3)
-    r_floor = rate(floor, corpus, args.seconds)
+    r_ours = timed(ours, corpus, args.seconds)
+    r_ceiling = timed(ceiling, corpus, args.seconds)
+    r_hl7apy = timed(hl7apy, texts, args.seconds, repeats=3)
+    r_floor = timed(floor, corpus, args.seconds)
 
     seed = [seed_message()]
-    r_seed_ours = rate(ours, seed, args.seconds)
-    r_seed_ceiling = rate(ceiling, seed, args.seconds)
-    r_seed_hl7apy = rate(hl7apy, [for_hl7apy(seed[0])], args.seconds, repeats=3)
+    r_seed_ours = timed(ours, seed, args.seconds)
+    r_seed_ceiling = timed(ceiling, seed, args.seconds)
+    r_seed_hl7apy = timed(hl7apy, [for_hl7apy(seed[0])], args.seconds, repeats=3)
 
     big = seed_message() + b"OBX|1|ED|PDF||^application^pdf^Base64^" + b"QUFB" * (5 * 1024 * 1024 // 4) + b"\r"
     big_text = for_hl7apy(big)
-    r_big_ours = rate(ours, [big], args.seconds)
-    r_big_ceiling = rate(ceiling, [big], args.seconds)
-    r_big_hl7apy = rate(hl7apy, [big_text], args.seconds, repeats=1)
+    r_big_ours = timed(ours, [big], args.seconds)
+    r_big_ceiling = timed(ceiling, [big], args.seconds)
+    r_big_hl7apy = timed(hl7apy, [big_text], args.seconds, repeats=1)
 
+    steps.close()
     print(f"corpus: {len(corpus)} messages ({sum(map(len, corpus))} bytes), python {sys.version.split()[0]}")
     print(f"  ours (read_header + parse_msh4) {r_ours:>12,.0f} msgs/s")
     print(f"  hl7apy parse_message            {r_hl7apy:>12,.0f} msgs/s")

@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from processor.config import Settings  # noqa: E402
 from processor.kafka.client_config import consumer_config, producer_config  # noqa: E402
@@ -121,13 +122,17 @@ def produce_raw(settings: Settings, n: int) -> None:
 
 
 class Progress:
-    """Committed-record counter sampled from another thread: first/last commit times."""
+    """Committed-record counter sampled from another thread: first/last commit times,
+    shown as a progress bar on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, desc: str = "", total: int | None = None) -> None:
         self.first: tuple[float, int] | None = None
         self.last: tuple[float, int] = (0.0, 0)
+        self._bar = tqdm(total=total, desc=desc, unit="rec", file=sys.stderr, leave=False) if desc else None
 
     def note(self, total: int) -> None:
+        if self._bar is not None and total > self._bar.n:
+            self._bar.update(total - self._bar.n)
         now = time.perf_counter()
         if total and self.first is None:
             self.first = (now, total)
@@ -207,16 +212,16 @@ def throughput(bootstrap: str, n: int, rounds: int = 2) -> dict[str, float]:
                                            "transactional_id": f"{settings.transactional_id}.{tag}"})
 
     for r in range(rounds):
-        ceiling = Progress()
+        ceiling = Progress(f"ceiling round {r + 1}", n)
         txn_loop(variant(f"ceiling{r}"), n, 30, None, ceiling)
         results["ceiling"] = max(results["ceiling"], ceiling.rate())
-        mine = Progress()
+        mine = Progress(f"processor round {r + 1}", n)
         run_processor(variant(f"proc{r}"), n, 40, mine)
         results["processor"] = max(results["processor"], mine.rate())
 
     from hl7apy.parser import parse_message
 
-    naive = Progress()
+    naive = Progress("naive (hl7apy)", n)
     txn_loop(variant("naive"), n, 10, lambda v: parse_message(v.decode("ascii"), find_groups=False), naive,
              start_on_receive=True)  # too slow for several commits: rate from the first read
     results["naive_hl7apy"] = naive.rate()
