@@ -276,26 +276,13 @@ def read_header(data: bytes) -> MshHeader:
         if text.find(esc, 4 + len(enc)) >= 0:
             # Rare: only then pay for unescaping the fields we return decoded (and only
             # those that hold the escape character).
-            if esc in sending_app:
-                sending_app = unescape_with(sending_app, esc, fs, cs, rs, ss)
-            if esc in namespace_id:
-                namespace_id = unescape_with(namespace_id, esc, fs, cs, rs, ss)
-            if esc in message_type:
-                message_type = unescape_with(message_type, esc, fs, cs, rs, ss)
-            if esc in trigger:
-                trigger = unescape_with(trigger, esc, fs, cs, rs, ss)
-            if esc in structure:
-                structure = unescape_with(structure, esc, fs, cs, rs, ss)
-            if esc in control_id:
-                control_id = unescape_with(control_id, esc, fs, cs, rs, ss)
-            if esc in version_id:
-                version_id = unescape_with(version_id, esc, fs, cs, rs, ss)
-            if esc in accept_ack:
-                accept_ack = unescape_with(accept_ack, esc, fs, cs, rs, ss)
-            if esc in app_ack:
-                app_ack = unescape_with(app_ack, esc, fs, cs, rs, ss)
-            if esc in charset:
-                charset = unescape_with(charset, esc, fs, cs, rs, ss)
+            def unescaped(value: str) -> str:
+                return unescape_with(value, esc, fs, cs, rs, ss) if esc in value else value
+
+            (sending_app, namespace_id, message_type, trigger, structure, control_id,
+             version_id, accept_ack, app_ack, charset) = map(unescaped, (
+                sending_app, namespace_id, message_type, trigger, structure, control_id,
+                version_id, accept_ack, app_ack, charset))
         if not message_type:
             raise MalformedHl7("MSH-9 message type is empty")
         if not control_id:
