@@ -72,10 +72,17 @@ class _Window:
         self.locked_until = 0.0
 
 
+USERNAME_LIMIT_FACTOR = 5
+
+
 class LoginRateLimiter:
     """Sliding-window failed-login counter with lockout, keyed by address and username.
 
-    Thread-safe (one lock; every operation is O(limit)).
+    An address is locked after ``failures_per_window`` failures; a username only after
+    ``USERNAME_LIMIT_FACTOR`` times as many (from any addresses). So one client locks
+    itself out long before it could lock a partner's account, and stopping a
+    partner's feed takes a distributed attack, while a slow distributed guess at one
+    username is still capped. Thread-safe (one lock; every operation is O(limit)).
     """
 
     def __init__(
@@ -95,13 +102,12 @@ class LoginRateLimiter:
         self._keys: OrderedDict[str, _Window] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _keys_for(address: str | None, username: str | None) -> list[str]:
+    def _keys_for(self, address: str | None, username: str | None) -> list[tuple[str, int]]:
         keys = []
         if address:
-            keys.append("a:" + address)
+            keys.append(("a:" + address, self._limit))
         if username:
-            keys.append("u:" + username)
+            keys.append(("u:" + username, self._limit * USERNAME_LIMIT_FACTOR))
         return keys
 
     def retry_after(self, address: str | None, username: str | None) -> int | None:
@@ -109,7 +115,7 @@ class LoginRateLimiter:
         now = self._clock()
         worst = 0.0
         with self._lock:
-            for key in self._keys_for(address, username):
+            for key, _limit in self._keys_for(address, username):
                 window = self._keys.get(key)
                 if window is not None and window.locked_until > now:
                     worst = max(worst, window.locked_until - now)
@@ -118,7 +124,7 @@ class LoginRateLimiter:
     def record_failure(self, address: str | None, username: str | None) -> None:
         now = self._clock()
         with self._lock:
-            for key in self._keys_for(address, username):
+            for key, limit in self._keys_for(address, username):
                 window = self._keys.get(key)
                 if window is None:
                     window = self._keys[key] = _Window()
@@ -128,7 +134,7 @@ class LoginRateLimiter:
                 window.failures.append(now)
                 while window.failures and window.failures[0] <= now - self._window:
                     window.failures.popleft()
-                if len(window.failures) >= self._limit:
+                if len(window.failures) >= limit:
                     window.locked_until = now + self._lockout
                     window.failures.clear()
 

@@ -7,7 +7,7 @@ from base64 import b64encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.edge.auth import LoginRateLimiter, parse_basic
+from processor.edge.auth import USERNAME_LIMIT_FACTOR, LoginRateLimiter, parse_basic
 
 
 def basic(user: str, password: str) -> str:
@@ -85,9 +85,9 @@ def test_limiter_locks_out_after_the_limit_and_releases_after_lockout() -> None:
         assert limiter.retry_after("198.51.100.1", "alice") is None
     limiter.record_failure("198.51.100.1", "alice")
     assert limiter.retry_after("198.51.100.1", "alice") == 30
-    # both keys are locked: another address with the same user, same address with another user
-    assert limiter.retry_after("198.51.100.2", "alice") == 30
+    # the address is locked for every user; alice herself is not locked elsewhere yet
     assert limiter.retry_after("198.51.100.1", "bob") == 30
+    assert limiter.retry_after("198.51.100.2", "alice") is None
     assert limiter.retry_after("198.51.100.2", "bob") is None
     clock.now += 29.5
     assert limiter.retry_after("198.51.100.1", None) == 1
@@ -108,15 +108,32 @@ def test_limiter_window_slides() -> None:
     assert limiter.retry_after("a", None) == 30
 
 
+def test_username_locks_only_after_failures_from_many_addresses() -> None:
+    clock = Clock()
+    limiter = LoginRateLimiter(3, 30.0, clock=clock)
+    threshold = 3 * USERNAME_LIMIT_FACTOR
+    for i in range(threshold - 1):
+        limiter.record_failure(f"198.51.100.{i}", "alice")
+    # one client alone cannot lock alice out: its own address locks first
+    assert limiter.retry_after("203.0.113.9", "alice") is None
+    limiter.record_failure("198.51.100.200", "alice")
+    assert limiter.retry_after("203.0.113.9", "alice") == 30
+    assert limiter.retry_after("203.0.113.9", "bob") is None
+
+
 def test_success_clears_username_failures_but_not_the_address() -> None:
     clock = Clock()
     limiter = LoginRateLimiter(2, 30.0, clock=clock)
-    limiter.record_failure("a", "alice")
+    threshold = 2 * USERNAME_LIMIT_FACTOR
+    for i in range(threshold - 1):
+        limiter.record_failure(f"10.0.0.{i}", "alice")
     limiter.record_success("alice")
-    limiter.record_failure("b", "alice")
+    limiter.record_failure("10.0.1.1", "alice")  # would have been the locking failure
     assert limiter.retry_after(None, "alice") is None
     limiter.record_failure("a", "carol")
-    assert limiter.retry_after("a", None) == 30
+    limiter.record_success("carol")
+    limiter.record_failure("a", "dave")
+    assert limiter.retry_after("a", None) == 30  # the address keeps its count
 
 
 def test_limiter_memory_is_bounded() -> None:
