@@ -37,6 +37,7 @@ from processor.edge.intake import (
     HL7_MEDIA_TYPES,
     SOAP_MEDIA_TYPES,
     Intake,
+    ack_content_type,
     ack_text,
     assess,
     parse_media_type,
@@ -298,8 +299,8 @@ class _Edge:
         headers = {} if stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
         if transport == "soap":
             return _Reply(status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers)
-        # The request's own Content-Type, verbatim (Starlette would append a charset to text/*).
-        headers["Content-Type"] = request.headers["content-type"]
+        # The request's media type, with the charset the ACK bytes are really in (MSH-18).
+        headers["Content-Type"] = ack_content_type(media, intake.header)
         return _Reply(status, ack, None, code, headers)
 
     async def _store(self, intake: Intake) -> bool:

@@ -20,7 +20,7 @@ from processor.avro.raw import (
 from processor.decision import Accepted, decide
 from processor.errors import MalformedHl7, NoMshSegment
 from processor.hl7.ack import AckOutcome, ack_code, build_ack
-from processor.hl7.charset import DEFAULT_CODEC, codec_for
+from processor.hl7.charset import DEFAULT_CODEC, codec_for, iana_name
 from processor.hl7.header import MshHeader, read_header
 from processor.reasons import Reason
 from processor.registry.model import Principal, Registry
@@ -37,6 +37,7 @@ __all__ = [
     "reply_ack",
     "STORAGE_FAILED_TEXT",
     "ack_text",
+    "ack_content_type",
 ]
 
 HL7_MEDIA_TYPES = frozenset({"application/hl7-v2", "x-application/hl7-v2+er7", "text/plain"})
@@ -161,7 +162,16 @@ def reply_ack(intake: Intake, *, stored: bool, now: datetime) -> tuple[bytes, st
     return ack, ack_code(intake.header, outcome)
 
 
+def _ack_codec(header: MshHeader | None) -> str:
+    """The codec ``build_ack`` encoded the ACK with: the message's MSH-18, else UTF-8."""
+    return (codec_for(header.character_set) if header is not None else None) or DEFAULT_CODEC
+
+
 def ack_text(ack: bytes, header: MshHeader | None) -> str:
     """An ACK built by ``build_ack`` (encoded per MSH-18) as text for the SOAP envelope."""
-    codec = (codec_for(header.character_set) if header is not None else None) or DEFAULT_CODEC
-    return ack.decode(codec, "replace")
+    return ack.decode(_ack_codec(header), "replace")
+
+
+def ack_content_type(media: MediaType, header: MshHeader | None) -> str:
+    """The request's media type with the charset the ACK bytes are really in."""
+    return f"{media.type}; charset={iana_name(_ack_codec(header))}"

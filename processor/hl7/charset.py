@@ -15,7 +15,7 @@ of ASCII); MSH bytes that are not UTF-8 without a declaration are malformed.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_CODEC", "codec_for"]
+__all__ = ["DEFAULT_CODEC", "codec_for", "iana_name"]
 
 DEFAULT_CODEC = "utf-8"
 
@@ -42,3 +42,10 @@ def codec_for(character_set: str | None) -> str | None:
     if not character_set:
         return DEFAULT_CODEC
     return _CODECS.get(character_set.strip().upper())
+
+
+def iana_name(codec: str) -> str:
+    """The IANA charset name for one of our codecs, for an HTTP ``charset`` parameter."""
+    if codec.startswith("iso8859-"):
+        return "ISO-8859-" + codec[len("iso8859-"):]
+    return {"ascii": "US-ASCII", "utf-8": "UTF-8", "euc_kr": "EUC-KR"}.get(codec, codec.upper())

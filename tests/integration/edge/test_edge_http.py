@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from processor.edge.intake import ack_control_id
-from tests.corpus import seed_message
+from tests.corpus import load, seed_message
 from tests.integration.edge.conftest import RunningEdge
 from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic
 
@@ -89,7 +89,7 @@ def test_enhanced_mode_gives_ca_and_cr(edge: RunningEdge) -> None:
     bad = ok.replace(b"trustalias{trustalias}", b"nosuch{trustalias}")
     resp = post(edge, bad, ctype="text/plain")
     assert resp.status_code == 200 and ack_segments(resp)["MSA"][1] == "CR"
-    assert resp.headers["content-type"] == "text/plain"  # same content type, nothing added
+    assert resp.headers["content-type"] == "text/plain; charset=UTF-8"  # same media type, true charset
     assert "UNKNOWN_CONNECTING_ALIAS" in resp.text
 
 
@@ -263,3 +263,11 @@ def test_five_megabyte_document_arrives_intact(edge: RunningEdge) -> None:
 
 def test_ack_control_id_links_to_ingest_id() -> None:
     assert ack_control_id("0b7c6c53-9d1c-4a8e-b8a5-0d7f3c1e2a4b") == "0b7c6c539d1c4a8eb8a5"
+
+
+def test_reply_charset_is_the_acks_own_not_the_requests_label(edge: RunningEdge) -> None:
+    latin1 = load("adt_a01_v24_latin1")  # MSH-18 8859/1: the ACK is written in Latin-1
+    resp = post(edge, latin1, ctype=HL7 + "; charset=utf-8")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == HL7 + "; charset=ISO-8859-1"
+    assert "|8859/1" in resp.content.decode("iso-8859-1")
