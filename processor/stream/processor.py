@@ -349,8 +349,9 @@ class StreamProcessor:
         assert consumer is not None and producer is not None
         try:
             producer.begin_transaction()
-            for msg, out in zip(batch, routed):
-                self._produce(producer, msg, out, registry, now_us)
+            for i, msg in enumerate(batch):
+                # The record actually written (a too-large output is replaced): counted as such.
+                routed[i] = self._produce(producer, msg, routed[i], registry, now_us)
             producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 consumer.consumer_group_metadata(),
@@ -365,7 +366,7 @@ class StreamProcessor:
 
     def _produce(
         self, producer: Producer, msg: Message, out: Routed, registry: Registry, now_us: int
-    ) -> None:
+    ) -> Routed:
         on_delivery = functools.partial(self._delivered, _coords(msg))
         while True:
             try:
@@ -373,7 +374,7 @@ class StreamProcessor:
                     out.topic, value=out.value, key=out.key, headers=out.headers,
                     on_delivery=on_delivery,
                 )
-                return
+                return out
             except BufferError:
                 producer.poll(0.05)  # local queue full: serve delivery reports, then retry
             except KafkaException as exc:

@@ -108,6 +108,46 @@ def test_record_too_large_for_output_topic_aborts_then_dead_letters(
     assert rec["payload"] == b""  # the original stays in the raw topic at source_offset
 
 
+def test_output_over_the_producer_limit_is_counted_as_the_dead_letter_written(
+    kafka_bootstrap: str, unique_name
+) -> None:
+    """A record over the producer's own message.max.bytes fails at produce() (no abort):
+    the slim PROCESSING_ERROR dead letter is what is written, and what is counted."""
+    from prometheus_client import REGISTRY as METRICS
+
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap, max_body_bytes=10_000,  # producer limit ~1.06 MB
+        topic_raw=unique_name("raw"), topic_accepted=unique_name("accepted"),
+        topic_deadletter=unique_name("deadletter"), consumer_group=unique_name("group"),
+        transactional_id=unique_name("txn"), batch_max_records=20, batch_max_ms=50,
+    )
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    roomy = dict(topic_configs(settings), **{"max.message.bytes": str(4 * 1024 * 1024)})
+    for f in admin.create_topics([NewTopic(t, 1, -1, config=roomy) for t in (
+        settings.topic_raw, settings.topic_accepted, settings.topic_deadletter)]).values():
+        f.result(30)
+    big = hl7_message(control_id=b"HUGE") + b"OBX|1|ED|DOC||" + base64.b64encode(os.urandom(1_200_000)) + b"\r"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 4 * 1024 * 1024})
+    producer.produce(settings.topic_raw, value=big, headers=raw_headers())
+    assert producer.flush(30) == 0
+
+    labels = {"outcome": "deadletter", "reason": "PROCESSING_ERROR", "principal": "mailco"}
+    accepted = {"outcome": "accepted", "reason": "", "principal": "mailco"}
+    before = METRICS.get_sample_value("hl7_processor_records_total", labels) or 0.0
+    accepted_before = METRICS.get_sample_value("hl7_processor_records_total", accepted) or 0.0
+    runner = Runner(StreamProcessor(settings, REGISTRY))
+    try:
+        [out] = read_outputs(settings, expect=1, timeout=90)
+        assert wait_for(lambda: runner.proc.committed_records == 1, 30)
+    finally:
+        runner.stop()
+    assert out.topic == settings.topic_deadletter
+    rec = AvroCodec.from_settings(settings).decode(out.value)
+    assert rec["reason"] == "PROCESSING_ERROR" and rec["payload"] == b""
+    assert METRICS.get_sample_value("hl7_processor_records_total", labels) == before + 1
+    assert (METRICS.get_sample_value("hl7_processor_records_total", accepted) or 0.0) == accepted_before
+
+
 class _Trip:
     """Makes one commit_transaction report a timeout (before or after really committing)."""
 
