@@ -70,9 +70,20 @@ class Settings(BaseSettings):
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
 
+def _environment() -> dict[str, str]:
+    """The ``.env`` file's variables (if the file exists) overridden by the real environment,
+    the same precedence ``Settings`` applies to its declared fields."""
+    from dotenv import dotenv_values
+
+    merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    merged.update(os.environ)
+    return merged
+
+
 def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """librdkafka settings from ``HL7_KAFKA_*`` variables (SASL, TLS, ...)."""
-    env = os.environ if environ is None else environ
+    """librdkafka settings from ``HL7_KAFKA_*`` variables (SASL, TLS, ...), from the
+    environment or the ``.env`` file."""
+    env = _environment() if environ is None else environ
     out: dict[str, str] = {}
     for name, value in env.items():
         upper = name.upper()

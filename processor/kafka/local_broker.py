@@ -77,8 +77,8 @@ def _locked_artifacts() -> list[_Artifact]:
 
 
 def cache_dir() -> Path:
-    """Where the broker's jars live: ``$HL7_KAFKA_CACHE`` or ``~/.cache/hl7-gateway``."""
-    override = os.environ.get("HL7_KAFKA_CACHE")
+    """Where the broker's jars live: ``$HL7_LOCAL_KAFKA_CACHE`` or ``~/.cache/hl7-gateway``."""
+    override = os.environ.get("HL7_LOCAL_KAFKA_CACHE")
     if override:
         return Path(override)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -242,7 +242,7 @@ class LocalKafka:
     def _command(self, main_class: str, *args: str) -> list[str]:
         classpath = os.pathsep.join(str(p) for p in fetch_classpath())
         log4j = self._data_dir / "log4j2.properties"
-        level = os.environ.get("HL7_KAFKA_LOG_LEVEL", "WARN")
+        level = os.environ.get("HL7_LOCAL_KAFKA_LOG_LEVEL", "WARN")
         log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level))
         return [
             _java(), f"-Xmx{self._heap}", "-Xms128m", "-XX:+UseG1GC",
