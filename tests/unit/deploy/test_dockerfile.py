@@ -163,6 +163,6 @@ def test_pyproject_readme_is_copied_into_the_builder() -> None:
 
 def test_secrets_and_clutter_never_reach_the_build_context() -> None:
     patterns = _ignore_patterns()
-    for path in (".git/config", ".env", "processor/.env", "tests/unit/test_decision.py", "deploy/registry.example.yaml",
+    for path in (".git/config", ".env", "processor/.env", "tests/unit/test_decision.py", "deploy/registry/registry.yaml",
                  "registry.yaml", "processor/__pycache__/cli.cpython-311.pyc", ".venv/bin/python", "docker-compose.yml"):
         assert _excluded(path, patterns), path

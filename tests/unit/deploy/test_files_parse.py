@@ -38,7 +38,7 @@ def test_the_expected_artifacts_exist() -> None:
         ".dockerignore",
         "deploy/Dockerfile",
         "deploy/healthcheck.py",
-        "deploy/registry.example.yaml",
+        "deploy/registry/registry.yaml",
         "deploy/prometheus/prometheus.yml",
         "deploy/prometheus/alerts.yml",
         "deploy/grafana/dashboards/hl7-gateway.json",
