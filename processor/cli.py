@@ -71,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     decode = sub.add_parser("decode", help="print Avro records of a topic as JSON lines")
     decode.add_argument("topic")
-    decode.add_argument("--from-beginning", action="store_true", default=True)
     decode.add_argument("--max", type=int, default=None, help="stop after this many records")
     decode.add_argument("--timeout", type=float, default=5.0, help="stop after this long idle (s)")
     decode.set_defaults(handler="processor.commands.decode:main")
@@ -83,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--principal", action="append", help="principal id (repeatable)")
     replay.add_argument("--since", help="ISO-8601 time, dead-lettered at or after")
     replay.add_argument("--until", help="ISO-8601 time, dead-lettered before")
+    replay.add_argument("--registry", help="current registry (default HL7_REGISTRY_FILE): only dead "
+                        "letters it now accepts are replayed")
+    replay.add_argument("--force", action="store_true", help="replay without checking the registry")
     replay.add_argument("--execute", action="store_true", help="publish (default: dry run, count only)")
     replay.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     replay.set_defaults(handler="processor.commands.replay:main")

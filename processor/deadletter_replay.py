@@ -2,6 +2,11 @@
 
 Typical use: a partner was missing a grant, its messages were dead-lettered with
 ``PARTNER_NOT_AUTHORISED``; after the registry is fixed, support replays them.
+Each chosen dead letter is first checked against the current registry exactly as
+the processor would check it (row 1 and :func:`processor.decision.decide`): one that
+would be refused again is reported and left alone (``force`` replays it anyway), so a
+replay cannot loop. A dead letter without payload (an output too large for Kafka,
+whose original stays in ``hl7.raw`` at ``source_offset``) is never replayed.
 
 At most once: each replayed dead letter is recorded in a compacted ledger topic
 (``<dead-letter topic>.replayed``, key = the dead letter's topic:partition:offset)
@@ -16,19 +21,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from processor.avro.raw import HEADER_PRINCIPAL_TYPE, RawRecord
 from processor.config import Settings
+from processor.decision import Rejected, decide
+from processor.reasons import Reason
+from processor.registry.model import Registry
 
 __all__ = [
     "REPLAY_OF_HEADER",
     "REPLAYED_AT_HEADER",
     "ReplayCriteria",
     "Candidate",
+    "ScanResult",
     "matches",
+    "verdict_now",
     "replay_headers",
     "ledger_topic",
     "DeadLetterReplayer",
@@ -61,6 +73,28 @@ class Candidate:
     key: bytes | None
     payload: bytes
     headers: Mapping[str, str]
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: the dead letters to replay and why others were left alone."""
+
+    chosen: list[Candidate] = field(default_factory=list)
+    already_replayed: int = 0
+    without_payload: int = 0
+    still_rejected: Counter[str] = field(default_factory=Counter)
+
+
+def verdict_now(candidate: Candidate, registry: Registry) -> Reason | None:
+    """The reason the processor would give this record today, or ``None`` if it would accept it."""
+    from processor.stream.routing import metadata_problem
+
+    raw = RawRecord(topic="", partition=-1, offset=-1, key=candidate.key, value=candidate.payload,
+                    headers=dict(candidate.headers))
+    if metadata_problem(raw) is not None:
+        return Reason.MISSING_METADATA
+    decision = decide(registry, raw.principal_id or "", raw.headers[HEADER_PRINCIPAL_TYPE], candidate.payload)
+    return decision.reason if isinstance(decision, Rejected) else None
 
 
 def _utc(value: datetime) -> datetime:
@@ -142,34 +176,44 @@ class DeadLetterReplayer:
             if msg.key() is not None and msg.value() is not None
         }
 
-    def scan(self, criteria: ReplayCriteria, progress: Progress | None = None) -> tuple[list[Candidate], int]:
-        """Dead letters meeting the criteria and not yet replayed; also how many were skipped as replayed."""
+    def scan(
+        self, criteria: ReplayCriteria, registry: Registry | None, progress: Progress | None = None
+    ) -> ScanResult:
+        """Dead letters meeting the criteria, not yet replayed, and (with a registry)
+        acceptable under it now; ``registry=None`` skips that check (forced replay)."""
         from processor.kafka.topic_reader import read_to_end
 
         done = self.replayed()
-        chosen: list[Candidate] = []
-        skipped = 0
+        result = ScanResult()
         topic = self._settings.topic_deadletter
         for msg in read_to_end(self._consumer_conf(), topic):
             if progress:
                 progress(1)
+            coordinate = coordinate_of(topic, msg.partition(), msg.offset())
             try:
                 record = self._codec.decode(msg.value())
             except Exception:  # noqa: BLE001 - an unreadable value is reported, not fatal
-                log.warning("dead letter %s is not decodable; skipped",
-                            coordinate_of(topic, msg.partition(), msg.offset()))
+                log.warning("dead letter %s is not decodable; skipped", coordinate)
                 continue
             if not matches(record, criteria):
                 continue
-            coordinate = coordinate_of(topic, msg.partition(), msg.offset())
             if coordinate in done:
-                skipped += 1
+                result.already_replayed += 1
                 continue
-            chosen.append(Candidate(
+            candidate = Candidate(
                 coordinate=coordinate, reason=str(record.get("reason")), key=msg.key(),
                 payload=bytes(record["payload"]), headers=dict(record.get("headers") or {}),
-            ))
-        return chosen, skipped
+            )
+            if not candidate.payload:
+                result.without_payload += 1
+                continue
+            if registry is not None:
+                now = verdict_now(candidate, registry)
+                if now is not None:
+                    result.still_rejected[now.value] += 1
+                    continue
+            result.chosen.append(candidate)
+        return result
 
     def publish(self, candidates: Iterable[Candidate], progress: Progress | None = None) -> int:
         """Re-publish to the raw topic, each with its ledger entry in the same transaction."""

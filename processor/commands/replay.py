@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from tqdm import tqdm
 
 from processor.config import load_settings
+from processor.errors import RegistryInvalid
+from processor.registry.loader import load_registry
 from processor.deadletter_replay import DeadLetterReplayer, ReplayCriteria
 from processor.reasons import REASON_CODES
 
@@ -39,13 +41,35 @@ def main(args: argparse.Namespace) -> int:
         print(f"deadletter replay: {exc}", file=sys.stderr)
         return 2
     settings = load_settings()
+    registry = None
+    if not args.force:
+        registry_file = args.registry or settings.registry_file
+        if not registry_file:
+            print("deadletter replay: give the current registry (--registry or HL7_REGISTRY_FILE) so "
+                  "only dead letters it now accepts are replayed, or --force to skip that check",
+                  file=sys.stderr)
+            return 2
+        try:
+            registry = load_registry(registry_file)
+        except (RegistryInvalid, OSError) as exc:
+            print(f"deadletter replay: registry unusable: {exc}", file=sys.stderr)
+            return 2
     replayer = DeadLetterReplayer(settings)
     with tqdm(desc="scanning dead letters", unit="rec", file=sys.stderr) as bar:
-        candidates, skipped = replayer.scan(criteria, progress=bar.update)
+        scan = replayer.scan(criteria, registry, progress=bar.update)
+    candidates = scan.chosen
     by_reason = Counter(c.reason for c in candidates)
-    print(f"{len(candidates)} dead letter(s) match; {skipped} already replayed and skipped")
+    print(f"{len(candidates)} dead letter(s) match; {scan.already_replayed} already replayed and skipped")
     for reason, count in sorted(by_reason.items()):
         print(f"  {reason}: {count}")
+    if scan.still_rejected:
+        total = sum(scan.still_rejected.values())
+        print(f"{total} matching dead letter(s) would still be refused and are left alone:")
+        for reason, count in sorted(scan.still_rejected.items()):
+            print(f"  now {reason}: {count}")
+    if scan.without_payload:
+        print(f"{scan.without_payload} without payload (too large for Kafka; original in "
+              f"{settings.topic_raw} at source_offset) left alone")
     if not args.execute or not candidates:
         if not args.execute:
             print("dry run: nothing published (add --execute to replay)")

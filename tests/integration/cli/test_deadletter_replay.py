@@ -32,6 +32,7 @@ def _env_for(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore
     monkeypatch.setenv("HL7_TOPIC_ACCEPTED", settings.topic_accepted)
     monkeypatch.setenv("HL7_TOPIC_DEADLETTER", settings.topic_deadletter)
     monkeypatch.setenv("HL7_CONSUMER_GROUP", settings.consumer_group)
+    monkeypatch.setenv("HL7_REGISTRY_FILE", str(settings.registry_file))
 
 
 def test_replay_after_grant_is_added_accepts_exactly_once(
@@ -58,10 +59,18 @@ def test_replay_after_grant_is_added_accepts_exactly_once(
         reasons = sorted(codec.decode(r.value)["reason"] for r in first)
         assert reasons == ["PARTNER_NOT_AUTHORISED", "UNKNOWN_CONNECTING_ALIAS"]
 
+        _env_for(monkeypatch, settings)
+        # Before the fix: the dead letter would be refused again, so it is left alone.
+        assert main(["deadletter", "replay", "--reason", "PARTNER_NOT_AUTHORISED", "--execute", "--yes"]) == 0
+        early = capsys.readouterr().out
+        assert "0 dead letter(s) match" in early
+        assert "1 matching dead letter(s) would still be refused" in early
+        assert "now PARTNER_NOT_AUTHORISED: 1" in early
+        assert len(read_outputs(settings, expect=2, timeout=5)) == 2
+
         old_version = watcher.current.version
         write_atomically(registry_file, registry_text(grant_trust1=True))
         assert wait_for(lambda: watcher.current.version != old_version, 15)
-        _env_for(monkeypatch, settings)
 
         assert main(["deadletter", "replay", "--reason", "PARTNER_NOT_AUTHORISED"]) == 0
         dry = capsys.readouterr().out
