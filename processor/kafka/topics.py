@@ -45,15 +45,14 @@ def ensure_topics(
     """
     admin = AdminClient(admin_config(settings))
     names = [settings.topic_raw, settings.topic_accepted, settings.topic_deadletter]
+    factor = replication_factor if replication_factor is not None else settings.topic_replication_factor
+    config = topic_configs(settings)
+    if factor >= 3:
+        # acks=all then means "at least two copies": one broker may fail without losing data.
+        config["min.insync.replicas"] = "2"
     new = [
-        NewTopic(
-            name,
-            num_partitions=partitions or settings.topic_partitions,
-            replication_factor=replication_factor
-            if replication_factor is not None
-            else settings.topic_replication_factor,
-            config=topic_configs(settings),
-        )
+        NewTopic(name, num_partitions=partitions or settings.topic_partitions,
+                 replication_factor=factor, config=config)
         for name in names
     ]
     result: dict[str, str] = {}

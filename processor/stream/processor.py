@@ -44,7 +44,7 @@ from confluent_kafka import (
 
 from processor.avro.raw import RawRecord, decode_headers
 from processor.config import Settings, kafka_passthrough
-from processor.errors import GatewayError
+from processor.errors import ConfigError, GatewayError
 from processor.health import Readiness
 from processor.kafka.client_config import consumer_config, producer_config
 from processor.metrics import PROCESSOR_END_TO_END, PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
@@ -157,7 +157,12 @@ class StreamProcessor:
         if self._encode is None:
             from processor.avro.codec import AvroCodec
 
-            self._encode = AvroCodec.from_settings(self._settings).encode
+            try:
+                self._encode = AvroCodec.from_settings(self._settings).encode
+            except Exception as exc:  # e.g. schema registry unreachable: a clear line, no traceback
+                raise ConfigError(
+                    f"Avro codec unavailable (schema registry?): {type(exc).__name__}"
+                ) from None
         log.info(
             "stream processor starting: group=%s transactional.id=%s raw=%s",
             self._settings.consumer_group, self._settings.transactional_id, self._settings.topic_raw,
