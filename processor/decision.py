@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from processor.errors import MalformedHl7, Msh4Error
+from processor.hl7.charset import payload_decodes
 from processor.hl7.header import MshHeader, read_header
 from processor.hl7.msh4 import parse_msh4
 from processor.reasons import Reason
@@ -145,6 +146,13 @@ def _decide(
         header = read_header(payload)
     except MalformedHl7 as exc:
         return Rejected(Reason.MALFORMED_HL7, str(exc)[:200], version, None)
+    if not payload_decodes(payload, header.character_set):
+        detail = (
+            "message bytes do not decode in the character set of MSH-18"
+            if header.character_set
+            else "message bytes are not UTF-8 and MSH-18 declares no character set"
+        )
+        return Rejected(Reason.MALFORMED_HL7, detail, version, header)
     # Rows 5-11
     namespace_id = header.msh4_namespace_id
     owner, memo = _memo

@@ -15,7 +15,7 @@ of ASCII); MSH bytes that are not UTF-8 without a declaration are malformed.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_CODEC", "codec_for", "iana_name"]
+__all__ = ["DEFAULT_CODEC", "codec_for", "iana_name", "payload_decodes"]
 
 DEFAULT_CODEC = "utf-8"
 
@@ -49,3 +49,22 @@ def iana_name(codec: str) -> str:
     if codec.startswith("iso8859-"):
         return "ISO-8859-" + codec[len("iso8859-"):]
     return {"ascii": "US-ASCII", "utf-8": "UTF-8", "euc_kr": "EUC-KR"}.get(codec, codec.upper())
+
+
+def payload_decodes(data: bytes, character_set: str | None) -> bool:
+    """Do the whole message's bytes decode in the character set MSH-18 declares
+    (UTF-8 when it declares none)? Decision row 4: "bytes decode".
+
+    Pure ASCII is checked at C speed; otherwise the bytes are decoded once and the
+    text dropped (the payload itself is stored and forwarded untouched).
+    """
+    if data.isascii():
+        return True
+    codec = codec_for(character_set)
+    if codec is None:
+        return False
+    try:
+        data.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -226,3 +226,27 @@ def test_decide_never_raises_and_is_deterministic(
     assert first == decide(registry, principal, ptype, payload)
     if isinstance(first, Rejected):
         assert first.reason is not Reason.PROCESSING_ERROR
+
+
+@pytest.mark.parametrize(
+    ("msh18", "body", "reason"),
+    [
+        ("", "PID|1||X||M\u00dcLLER".encode("utf-8"), None),
+        ("UNICODE UTF-8", "PID|1||X||M\u00dcLLER".encode("utf-8"), None),
+        ("UNICODE UTF-8", "PID|1||X||M\u00dcLLER".encode("latin-1"), Reason.MALFORMED_HL7),
+        ("", "PID|1||X||M\u00dcLLER".encode("latin-1"), Reason.MALFORMED_HL7),
+        ("8859/1", "PID|1||X||M\u00dcLLER".encode("latin-1"), None),
+    ],
+)
+def test_row4_whole_message_must_decode_in_its_declared_charset(
+    registry: Registry, msh18: str, body: bytes, reason: Reason | None
+) -> None:
+    head = message("trustalias{trustalias}").split(b"\r", 1)[0]
+    msg = head + (b"||||||" + msh18.encode() if msh18 else b"") + b"\r" + body + b"\r"  # MSH-18
+    decision = decide(registry, "mailco", P, msg)
+    if reason is None:
+        assert isinstance(decision, Accepted)
+    else:
+        assert isinstance(decision, Rejected) and decision.reason is reason
+        assert decision.header is not None  # readable MSH: the ACK can still honour it
+        assert "\u00dc" not in decision.detail and "LLER" not in decision.detail
