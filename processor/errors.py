@@ -23,13 +23,28 @@ class GatewayError(Exception):
 
 
 class MalformedHl7(GatewayError):
-    """The bytes are not a readable HL7 v2 message (decision row 4)."""
+    """The bytes are not a readable HL7 v2 message (decision row 4).
+
+    ``err_code`` is the HL7 table 0357 code the ACK's ERR segment reports: set where
+    the problem is known (100 MSH not first, 101 required field missing, 102 bad
+    delimiters or undecodable bytes, 103 MSH-18 not a supported table value). The
+    default, 102 "data type error", fits "these bytes do not read as HL7"; 100
+    "segment sequence error" would wrongly blame the segment order.
+    """
 
     reason = Reason.MALFORMED_HL7
+    err_code: str = "102"
+
+    def __init__(self, *args: object, err_code: str | None = None) -> None:
+        super().__init__(*args)
+        if err_code is not None:
+            self.err_code = err_code
 
 
 class NoMshSegment(MalformedHl7):
     """No MSH segment at all: the edge answers 400 and stores nothing."""
+
+    err_code = "100"
 
 
 class Msh4Error(GatewayError):

@@ -22,7 +22,7 @@ identifier so partners can still tell them apart):
 ====================================================  ====  =================
 reason                                                 0357  location
 ====================================================  ====  =================
-MALFORMED_HL7                                          100   MSH
+MALFORMED_HL7                                          102   MSH
 MSH4_MISSING                                           101   MSH-4
 MSH4_SYNTAX                                            102   MSH-4
 UNKNOWN_CONNECTING_ALIAS, UNKNOWN_DATA_CONTROLLER_...  204   MSH-4
@@ -30,6 +30,12 @@ CUSTOMER_NOT_ACTIVE, PARTNER_NOT_AUTHORISED,           207   MSH-4
 CUSTOMER_ALIAS_MISMATCH, DELEGATION_NOT_AUTHORISED
 MISSING_METADATA, PRINCIPAL_*, PROCESSING_ERROR        207   (none)
 ====================================================  ====  =================
+
+MALFORMED_HL7's code is refined by ``error_code=`` (the ``err_code`` of the
+``MalformedHl7`` that ``read_header`` raised): 100 MSH not the first segment,
+101 required field missing (empty MSH-9/10/12, fewer than 12 fields), 102 bad
+delimiters or undecodable bytes (also the default: the bytes do not read as
+HL7), 103 MSH-18 not a supported character set, 207 anything unexpected.
 
 MSA-3 is ``<REASON>: <text>`` (either part alone when the other is absent),
 cut to 80 characters (the ST length limit of 2.3-2.4) before escaping. MSA-3
@@ -72,6 +78,7 @@ _0357_TEXT = {
     "100": "Segment sequence error",
     "101": "Required field missing",
     "102": "Data type error",
+    "103": "Table value not found",
     "204": "Unknown key identifier",
     "207": "Application internal error",
 }
@@ -79,7 +86,7 @@ _MSH4 = ("MSH", "1", "4")
 _MSH = ("MSH", "1", "")
 _NOWHERE = ("", "", "")
 _ERRORS: dict[Reason, tuple[str, tuple[str, str, str]]] = {
-    Reason.MALFORMED_HL7: ("100", _MSH),
+    Reason.MALFORMED_HL7: ("102", _MSH),
     Reason.MSH4_MISSING: ("101", _MSH4),
     Reason.MSH4_SYNTAX: ("102", _MSH4),
     Reason.UNKNOWN_CONNECTING_ALIAS: ("204", _MSH4),
@@ -124,9 +131,15 @@ def _msa3(reason: Reason | None, text: str | None) -> str:
 
 
 def _err_segment(
-    reason: Reason, text: str | None, version: tuple[int, ...], d: HasDelimiters
+    reason: Reason,
+    text: str | None,
+    version: tuple[int, ...],
+    d: HasDelimiters,
+    refined_code: str | None = None,
 ) -> str:
     code, (seg, seq, fld) = _ERRORS.get(reason, ("207", _NOWHERE))
+    if refined_code in _0357_TEXT and reason is Reason.MALFORMED_HL7:
+        code = refined_code
     desc = _0357_TEXT[code]
     fs, cs = d.field_separator, d.component_separator
     if version < (2, 5):
@@ -147,8 +160,14 @@ def build_ack(
     timestamp: datetime,
     reason: Reason | None = None,
     text: str | None = None,
+    error_code: str | None = None,
 ) -> bytes:
     """ER7 bytes of the ACK to ``header``'s message (None: MSH was unreadable).
+
+    ``header`` may be a ``salvage_header`` result: an empty MSH-12 version id is
+    answered with ``DEFAULT_VERSION`` (whose ERR shape is then used) and an empty
+    MSH-10 with an empty MSA-2. ``error_code`` refines the 0357 code of a
+    MALFORMED_HL7 rejection (see module doc); ignored for other reasons.
 
     The result is encoded in the character set of the received MSH-18 (copied
     into the ACK), UTF-8 when there is none. Without a header, MSA-2 is left
@@ -163,7 +182,7 @@ def build_ack(
         recv_app, recv_fac = header.sending_application_raw, header.sending_facility_raw
         send_app, send_fac = header.receiving_application_raw, header.receiving_facility_raw
         processing_id = header.processing_id_raw
-        version_raw = header.version_raw
+        version_raw = header.version_raw if header.version_id else DEFAULT_VERSION
         version = _version_tuple(header.version_id)
         trigger = header.trigger_event or ""
         received_id = header.message_control_id
@@ -199,7 +218,7 @@ def build_ack(
     msa = fs.join(("MSA", ack_code(header, outcome), escape(received_id, d), msa3)).rstrip(fs)
     segments = [fs.join(msh), msa]
     if reason is not None:
-        segments.append(_err_segment(reason, text, version, d).rstrip(fs))
+        segments.append(_err_segment(reason, text, version, d, error_code).rstrip(fs))
     elif text and version >= (2, 7):
         # MSA-3 is withdrawn: informational ERR (0357 code 0, severity I).
         info = cs.join(("0", "Message accepted", "HL70357"))

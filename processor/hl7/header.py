@@ -32,7 +32,7 @@ from processor.errors import MalformedHl7, NoMshSegment
 from processor.hl7.charset import codec_for
 from processor.hl7.escape import unescape_with
 
-__all__ = ["MshHeader", "read_header", "MIN_MSH_FIELDS"]
+__all__ = ["MshHeader", "read_header", "salvage_header", "MIN_MSH_FIELDS"]
 
 #: MSH-1 .. MSH-12 must be present (MSH-9, -10, -12 are required by every version).
 MIN_MSH_FIELDS = 12
@@ -150,7 +150,7 @@ def _locate_msh(data: bytes) -> int:
         return pos
     # Not first: distinguish "no MSH at all" (HTTP 400) from "MSH elsewhere".
     if data.find(b"\rMSH", pos) >= 0 or data.find(b"\nMSH", pos) >= 0:
-        raise MalformedHl7("MSH is not the first segment")
+        raise MalformedHl7("MSH is not the first segment", err_code="100")
     raise NoMshSegment("no MSH segment found")
 
 
@@ -175,7 +175,7 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
     raw_cs = raw_fields[17] if len(raw_fields) > 17 else b""
     raw_cs = raw_cs.split(segment[5:6], 1)[0] if len(segment) > 5 else raw_cs
     if not raw_cs.isascii():
-        raise MalformedHl7("MSH-18 is not ASCII")
+        raise MalformedHl7("MSH-18 is not ASCII", err_code="102")
     charset = raw_cs.decode("ascii")
     delims = segment[3:8]
     if delims.isascii() and len(delims) == 5 and delims[3:4] in raw_cs:
@@ -183,22 +183,26 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
         charset = unescape_with(charset, esc, fs, cs, rs, ss)
     codec = codec_for(charset)
     if codec is None:
-        raise MalformedHl7("MSH-18 names an unsupported character set")
+        raise MalformedHl7("MSH-18 names an unsupported character set", err_code="103")
     try:
         return segment.decode(codec)
     except UnicodeDecodeError:
         if raw_cs:
-            raise MalformedHl7("MSH segment does not decode in the character set of MSH-18") from None
-        raise MalformedHl7("MSH segment is not UTF-8 and MSH-18 declares no character set") from None
+            raise MalformedHl7(
+                "MSH segment does not decode in the character set of MSH-18", err_code="102"
+            ) from None
+        raise MalformedHl7(
+            "MSH segment is not UTF-8 and MSH-18 declares no character set", err_code="102"
+        ) from None
 
 
 def _check_delimiters(fs: str, enc: str) -> None:
     """MSH-1/MSH-2: punctuation, distinct, 4 characters (+ optional truncation char)."""
     if len(enc) not in (4, 5) or len(set(enc)) != len(enc) or fs in enc:
-        raise MalformedHl7("MSH-2 encoding characters are invalid")
+        raise MalformedHl7("MSH-2 encoding characters are invalid", err_code="102")
     for ch in enc:
         if ch > "\x7f" or ord(ch) not in _PUNCT:
-            raise MalformedHl7("MSH-2 encoding characters are invalid")
+            raise MalformedHl7("MSH-2 encoding characters are invalid", err_code="102")
 
 
 _USUAL_ENC = frozenset(("^~\\&", "^~\\&#"))
@@ -218,7 +222,7 @@ def read_header(data: bytes) -> MshHeader:
     try:  # one function, no helper call: this runs once per message on every path
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise MalformedHl7("message is not bytes")
+                raise MalformedHl7("message is not bytes", err_code="102")
             data = bytes(data)
         start = 0 if data.startswith(b"MSH") else _locate_msh(data)
         # Segment end: CR is by far the most common terminator; look for it within
@@ -234,8 +238,8 @@ def read_header(data: bytes) -> MshHeader:
             segment = segment.rstrip(b"\x1c")
         if len(segment) < 8 or segment[3] not in _PUNCT:
             if len(segment) < 8:
-                raise MalformedHl7("MSH segment truncated")
-            raise MalformedHl7("MSH-1 field separator is invalid")
+                raise MalformedHl7("MSH segment truncated", err_code="101")
+            raise MalformedHl7("MSH-1 field separator is invalid", err_code="102")
         if segment.isascii():
             # All supported codecs are ASCII-compatible: nothing else to decide.
             text = segment.decode("ascii")
@@ -245,7 +249,7 @@ def read_header(data: bytes) -> MshHeader:
         fields = text.split(fs)
         n = len(fields)
         if n < MIN_MSH_FIELDS:
-            raise MalformedHl7("MSH segment truncated: fewer than 12 fields")
+            raise MalformedHl7("MSH segment truncated: fewer than 12 fields", err_code="101")
         enc = fields[1]
         if enc == "^~\\&" and fs == "|":
             cs, rs, esc, ss = "^", "~", "\\", "&"
@@ -284,13 +288,13 @@ def read_header(data: bytes) -> MshHeader:
                 sending_app, namespace_id, message_type, trigger, structure, control_id,
                 version_id, accept_ack, app_ack, charset))
         if not message_type:
-            raise MalformedHl7("MSH-9 message type is empty")
+            raise MalformedHl7("MSH-9 message type is empty", err_code="101")
         if not control_id:
-            raise MalformedHl7("MSH-10 message control id is empty")
+            raise MalformedHl7("MSH-10 message control id is empty", err_code="101")
         if not version_id:
-            raise MalformedHl7("MSH-12 version id is empty")
+            raise MalformedHl7("MSH-12 version id is empty", err_code="101")
         if charset and codec_for(charset) is None:
-            raise MalformedHl7("MSH-18 names an unsupported character set")
+            raise MalformedHl7("MSH-18 names an unsupported character set", err_code="103")
         return _tuple_new(MshHeader, (
             fs,
             cs,
@@ -319,7 +323,109 @@ def read_header(data: bytes) -> MshHeader:
     except MalformedHl7:
         raise
     except Exception:  # pragma: no cover - defence in depth: contract is "never anything else"
-        raise MalformedHl7("MSH segment could not be read") from None
+        raise MalformedHl7("MSH segment could not be read", err_code="207") from None
+
+
+
+def salvage_header(data: bytes) -> MshHeader | None:
+    """Best effort, for replies and keys only, never for routing decisions.
+
+    Why: a message whose MSH ``read_header`` refuses (empty MSH-9/10/12, fewer than
+    12 fields, unsupported MSH-18, undecodable bytes) is still stored and answered
+    AR; the ACK should then use the sender's delimiters, swap MSH-3/4 <-> MSH-5/6,
+    answer its MSH-10 and copy MSH-11/12/15, and the Kafka key should carry MSH-4
+    as received. This reads whatever is readable: ``read_header``'s result when
+    there is one, else the same fields leniently (missing ones empty, unescaped as
+    ``read_header`` does; ``character_set`` only when supported, ``version_id`` may
+    be empty). Bytes that do not decode are kept as surrogate escapes (a UTF-8
+    ``surrogateescape`` encode gives them back).
+
+    ``None`` when MSH is not the first segment (or absent), or MSH-1/MSH-2 are not
+    valid delimiters. Never raises.
+    """
+    try:
+        return read_header(data)
+    except NoMshSegment:
+        return None
+    except MalformedHl7:
+        pass
+    try:
+        return _salvage(data)
+    except Exception:  # noqa: BLE001 - contract: never raises
+        return None
+
+
+def _salvage(data: bytes) -> MshHeader | None:
+    """Lenient MSH read behind ``salvage_header`` (may raise; the caller contains it)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    data = bytes(data)
+    try:
+        start = _locate_msh(data)
+    except MalformedHl7:  # MSH not first (or absent): nothing that is surely the header
+        return None
+    end, terminator = _segment_end(data, start)
+    segment = data[start:end].rstrip(b"\x1c")
+    if len(segment) < 8 or segment[3] not in _PUNCT:
+        return None
+    fs_byte = segment[3:4]
+    raw_fields = segment.split(fs_byte)
+    raw_enc = raw_fields[1] if len(raw_fields) > 1 else b""
+    if not raw_enc.isascii():
+        return None
+    fs = fs_byte.decode("ascii")
+    enc = raw_enc.decode("ascii")
+    try:
+        _check_delimiters(fs, enc)
+    except MalformedHl7:
+        return None
+    cs, rs, esc, ss = enc[0], enc[1], enc[2], enc[3]
+
+    def unescaped(value: str) -> str:
+        return unescape_with(value, esc, fs, cs, rs, ss) if esc in value else value
+
+    # MSH-18 first: it says how to decode the rest. Kept only when supported.
+    raw_cs = raw_fields[17].split(rs.encode("ascii"), 1)[0] if len(raw_fields) > 17 else b""
+    charset = unescaped(raw_cs.decode("ascii")) if raw_cs.isascii() else ""
+    codec = codec_for(charset) if charset else None
+    if codec is None:
+        charset = ""
+    text = segment.decode(codec or "utf-8", "surrogateescape")
+    fields = text.split(fs)
+    fields += [""] * (18 - len(fields))
+    msh3, msh4 = fields[2], fields[3]
+    msh9 = fields[8].split(cs)
+    msh9 += [""] * (3 - len(msh9))
+    sending_app = unescaped(msh3.split(cs, 1)[0])
+    trigger = unescaped(msh9[1])
+    structure = unescaped(msh9[2])
+    accept_ack = unescaped(fields[14])
+    app_ack = unescaped(fields[15])
+    return _tuple_new(MshHeader, (
+        fs,
+        cs,
+        rs,
+        esc,
+        ss,
+        sending_app or None,
+        msh3,
+        msh4,
+        unescaped(msh4.split(cs, 1)[0]),
+        fields[4],
+        fields[5],
+        fields[6],
+        unescaped(msh9[0]),
+        trigger or None,
+        structure or None,
+        unescaped(fields[9]),
+        fields[10],
+        unescaped(fields[11].split(cs, 1)[0]),
+        fields[11],
+        accept_ack or None,
+        app_ack or None,
+        charset or None,
+        terminator,
+    ))
 
 
 if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # type: ignore[arg-type]  # pragma: no cover

@@ -141,7 +141,7 @@ def test_msa3_withdrawn_from_2_7() -> None:
 
 
 @pytest.mark.parametrize(("reason", "code"), [
-    (Reason.MALFORMED_HL7, "100"), (Reason.MSH4_MISSING, "101"), (Reason.MSH4_SYNTAX, "102"),
+    (Reason.MALFORMED_HL7, "102"), (Reason.MSH4_MISSING, "101"), (Reason.MSH4_SYNTAX, "102"),
     (Reason.UNKNOWN_CONNECTING_ALIAS, "204"), (Reason.PARTNER_NOT_AUTHORISED, "207"),
     (Reason.PROCESSING_ERROR, "207"), (Reason.MISSING_METADATA, "207")])
 def test_error_code_mapping(reason: Reason, code: str) -> None:
