@@ -21,7 +21,7 @@ from processor.decision import Accepted, decide
 from processor.errors import MalformedHl7, NoMshSegment
 from processor.hl7.ack import AckOutcome, ack_code, build_ack
 from processor.hl7.charset import DEFAULT_CODEC, codec_for, iana_name
-from processor.hl7.header import MshHeader, read_header
+from processor.hl7.header import MshHeader, read_header, salvage_header
 from processor.reasons import Reason
 from processor.registry.model import Principal, Registry
 
@@ -84,10 +84,13 @@ class Intake:
     """What the edge will store and how it will answer if storing succeeds."""
 
     ingest_id: str
+    # For the reply and the key only: on a MALFORMED_HL7 rejection this is what
+    # ``salvage_header`` could read (the decision itself saw no header).
     header: MshHeader | None
     outcome: AckOutcome  # ACCEPT or REJECT; a storage failure turns it into ERROR
     reason: Reason | None
     record: OutgoingRecord
+    error_code: str | None = None  # table 0357 code refining MALFORMED_HL7 in the ERR
 
     @property
     def ack_code(self) -> str:
@@ -107,23 +110,29 @@ def assess(
     """Evaluate decision rows 4-11 and build the raw record.
 
     Raises ``NoMshSegment`` (HTTP 400, nothing stored). Any other problem with the
-    message is a rejection that is still stored, for the audit trail.
+    message is a rejection that is still stored, for the audit trail. When MSH is
+    there but unreadable, the ACK and the key use what ``salvage_header`` recovers
+    (the decision is unchanged: it never sees the salvaged header).
     """
     decision = decide(registry, principal.id, principal.type, payload)
     header: MshHeader | None = decision.header
+    err_code: str | None = None
     if isinstance(decision, Accepted):
         outcome, reason = AckOutcome.ACCEPT, None
     else:
         outcome, reason = AckOutcome.REJECT, decision.reason
         if header is None:
             # Only here is the header read a second time: to tell "no MSH at all"
-            # (400, not stored) from a malformed one (stored, AR).
+            # (400, not stored) from a malformed one (stored, AR), and to learn
+            # what kind of malformed it is; then salvage what is readable.
             try:
                 header = read_header(payload)
             except NoMshSegment:
                 raise
-            except MalformedHl7:
-                header = None
+            except MalformedHl7 as exc:
+                if reason is Reason.MALFORMED_HL7:
+                    err_code = exc.err_code
+                header = salvage_header(payload)
     msh4 = header.sending_facility_raw if header is not None else ""
     record = OutgoingRecord(
         key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape"),
@@ -137,7 +146,7 @@ def assess(
             (HEADER_TRANSPORT, transport.encode()),
         ),
     )
-    return Intake(ingest_id, header, outcome, reason, record)
+    return Intake(ingest_id, header, outcome, reason, record, err_code)
 
 
 def ack_control_id(ingest_id: str) -> str:
@@ -158,6 +167,7 @@ def reply_ack(intake: Intake, *, stored: bool, now: datetime) -> tuple[bytes, st
         timestamp=now,
         reason=reason,
         text=text,
+        error_code=intake.error_code if reason is not None else None,
     )
     return ack, ack_code(intake.header, outcome)
 

@@ -109,13 +109,22 @@ def test_no_msh_segment_raises(registry: Registry) -> None:
         run(registry, b"PID|1||123\r")
 
 
-def test_malformed_msh_is_stored_and_rejected_with_default_ack(registry: Registry) -> None:
+def test_malformed_msh_is_stored_and_rejected_with_salvaged_ack(registry: Registry) -> None:
     intake = run(registry, b"MSH|^~\\&|broken\r")
     assert intake.outcome is AckOutcome.REJECT and intake.reason is Reason.MALFORMED_HL7
-    assert intake.header is None
-    assert intake.record.key == b"mailco|"
+    assert intake.record.key == b"mailco|"  # MSH-4 is empty
     ack, code = reply_ack(intake, stored=True, now=NOW)
-    assert code == "AR" and ack.startswith(b"MSH|^~\\&|")
+    assert code == "AR" and ack.startswith(b"MSH|^~\\&|||broken||")  # MSH-3 swapped into MSH-5
+    assert b"|101^Required field missing^HL70357^MALFORMED_HL7" in ack
+
+
+def test_unusable_delimiters_keep_the_default_ack(registry: Registry) -> None:
+    intake = run(registry, b"MSH|ab\\&|A|FAC|C|D|2024||ADT^A01|C1|P|2.5\r")
+    assert intake.outcome is AckOutcome.REJECT and intake.reason is Reason.MALFORMED_HL7
+    assert intake.header is None and intake.record.key == b"mailco|"
+    ack, code = reply_ack(intake, stored=True, now=NOW)
+    assert code == "AR" and ack.startswith(b"MSH|^~\\&|||||")
+    assert b"\rMSA|AR||MALFORMED_HL7" in ack and b"|102^Data type error^" in ack
 
 
 def test_storage_failure_gives_error_ack_enhanced_mode_too(registry: Registry) -> None:
