@@ -92,8 +92,6 @@ class KafkaPublisher:
                 # a request that cannot finish within the publish timeout is pointless
                 "request.timeout.ms": min(30_000, timeout_ms),
                 "error_cb": self._on_error,
-                # librdkafka's own log lines go through Python logging, not raw stderr
-                "logger": logging.getLogger("processor.edge.librdkafka"),
                 **producer_overrides,
             },
         )

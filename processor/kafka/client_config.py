@@ -11,6 +11,7 @@ from typing import Any
 
 from processor.config import Settings, kafka_passthrough
 from processor.errors import ConfigError
+from processor.kafka.client_logging import librdkafka_logger
 
 __all__ = ["base_config", "producer_config", "consumer_config", "admin_config", "message_max_bytes"]
 
@@ -28,6 +29,8 @@ def base_config(settings: Settings) -> dict[str, Any]:
         raise ConfigError("HL7_KAFKA_BOOTSTRAP_SERVERS is not set")
     conf: dict[str, Any] = dict(kafka_passthrough())
     conf["bootstrap.servers"] = settings.kafka_bootstrap_servers
+    # librdkafka's own lines through Python logging, repeats held back (no stderr floods).
+    conf["logger"] = librdkafka_logger()
     return conf
 
 
