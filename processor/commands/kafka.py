@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
+from processor.errors import ConfigError
 from processor.kafka.local_broker import KAFKA_VERSION, LocalKafka
 from processor.shutdown import on_shutdown_signal
 
@@ -14,7 +16,11 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     on_shutdown_signal(stop.set)
     try:
-        bootstrap = broker.start()
+        try:
+            bootstrap = broker.start()
+        except ConfigError as exc:
+            print(f"hl7-processor kafka: {exc}", file=sys.stderr, flush=True)
+            return 1
         print(f"Apache Kafka {KAFKA_VERSION} (KRaft, single node) ready", flush=True)
         print(f"bootstrap: {bootstrap}", flush=True)
         print(f"export HL7_KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from processor.errors import ConfigError
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port"]
+__all__ = ["KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port", "free_ports"]
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,20 @@ def fetch_classpath() -> list[Path]:
     return [directory / a.filename for a in artifacts]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1 (all bound at once, so none repeats)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _java() -> str:
@@ -225,8 +235,9 @@ class LocalKafka:
     def __init__(self, data_dir: str | Path | None = None, port: int = 0, heap: str = "768m") -> None:
         self._keep = data_dir is not None
         self._data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hl7-kafka-"))
-        self.port = port or free_port()
-        self.controller_port = free_port()
+        ports = free_ports(2)  # distinct: two sockets bound at once
+        self.port = port or ports[0]
+        self.controller_port = ports[1] if ports[1] != self.port else ports[0]
         self._heap = heap
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self._data_dir / "broker.log"
@@ -281,26 +292,46 @@ class LocalKafka:
             sock.settimeout(1.0)
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
+    def _cluster_id(self) -> str | None:
+        """The cluster id the storage was formatted with (meta.properties)."""
+        try:
+            for line in (self._data_dir / "logs" / "meta.properties").read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        except OSError:
+            pass
+        return None
+
     def _wait_ready(self, timeout: float) -> None:
-        """Wait for the listener, then for metadata naming this broker (quietly)."""
+        """Wait for the listener, then for metadata from *this* broker (its cluster id:
+        another broker already on the port must not pass for it), quietly."""
         from confluent_kafka.admin import AdminClient
 
+        expected = self._cluster_id()
         deadline = time.monotonic() + timeout
         admin = None
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise ConfigError(f"Kafka exited during start-up; see {self._log_path}")
+                raise ConfigError(f"Kafka exited during start-up:\n{self.log_tail()}")
             if admin is None and self._port_open():
                 admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
             if admin is not None:
                 try:
-                    if admin.list_topics(timeout=2).brokers:
+                    metadata = admin.list_topics(timeout=2)
+                    if metadata.brokers and metadata.cluster_id == expected:
                         return
                 except Exception:  # noqa: BLE001 - not up yet; retried until the deadline
                     pass
             time.sleep(0.2)
         self.stop()
-        raise ConfigError(f"Kafka did not become ready within {timeout:.0f}s; see {self._log_path}")
+        raise ConfigError(f"Kafka did not become ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The end of the broker's log (it lives in the data dir, which ``close()`` may remove)."""
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no broker log)"
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the JVM (SIGTERM, then SIGKILL); the data directory stays for ``start()``."""

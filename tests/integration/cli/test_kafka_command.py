@@ -34,14 +34,19 @@ def _jvm_pids_for(data_dir: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if "kafka.Kafka" in line and data_dir in line]
 
 
-def test_prints_a_working_bootstrap_and_stops_cleanly_on_sigint() -> None:
+def test_prints_a_working_bootstrap_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    stderr_file = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "processor", "kafka", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=stderr_file, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        bootstrap = _read_line(proc, r"^bootstrap: (\S+)", 120).group(1)
+        try:
+            bootstrap = _read_line(proc, r"^bootstrap: (\S+)", 120).group(1)
+        except AssertionError as exc:
+            stderr_file.flush()
+            raise AssertionError(f"{exc}; stderr: {(tmp_path / 'stderr.txt').read_text()[-2000:]}") from None
         data_dir = _read_line(proc, r"^data: (\S+)", 10).group(1)
 
         producer = Producer({"bootstrap.servers": bootstrap})
