@@ -224,6 +224,10 @@ def _broker_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
+class _ExitedEarly(ConfigError):
+    """The JVM ended before it was ready (e.g. a port taken in the meantime)."""
+
+
 class LocalKafka:
     """One Apache Kafka process in KRaft mode on 127.0.0.1.
 
@@ -238,6 +242,9 @@ class LocalKafka:
         ports = free_ports(2)  # distinct: two sockets bound at once
         self.port = port or ports[0]
         self.controller_port = ports[1] if ports[1] != self.port else ports[0]
+        # Ports we picked ourselves may be taken by someone else before the JVM binds
+        # them: the first start may then retry on fresh ones (a restart keeps its ports).
+        self._may_repick_ports = not port
         self._heap = heap
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self._data_dir / "broker.log"
@@ -273,6 +280,19 @@ class LocalKafka:
     def start(self, timeout: float = 90.0) -> str:
         if self._process and self._process.poll() is None:
             return self.bootstrap
+        attempts = 3 if self._may_repick_ports else 1
+        self._may_repick_ports = False
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except _ExitedEarly as exc:
+                if attempt == attempts:
+                    raise ConfigError(str(exc)) from None
+                log.warning("Kafka exited during start-up (attempt %d); retrying on fresh ports", attempt)
+                self.port, self.controller_port = free_ports(2)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, timeout: float) -> str:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         properties = self._data_dir / "server.properties"
         properties.write_text(_broker_properties(self._data_dir, self.port, self.controller_port))
@@ -312,7 +332,7 @@ class LocalKafka:
         admin = None
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise ConfigError(f"Kafka exited during start-up:\n{self.log_tail()}")
+                raise _ExitedEarly(f"Kafka exited during start-up:\n{self.log_tail()}")
             if admin is None and self._port_open():
                 admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
             if admin is not None:
