@@ -19,8 +19,8 @@ from processor.avro.raw import (
 )
 from processor.decision import Accepted, decide
 from processor.errors import MalformedHl7, NoMshSegment
-from processor.hl7.ack import AckOutcome, ack_code, build_ack
-from processor.hl7.charset import DEFAULT_CODEC, codec_for, iana_name
+from processor.hl7.ack import AckOutcome, ack_code, ack_codec, build_ack
+from processor.hl7.charset import iana_name
 from processor.hl7.header import MshHeader, read_header, salvage_header
 from processor.reasons import Reason
 from processor.registry.model import Principal, Registry
@@ -172,16 +172,11 @@ def reply_ack(intake: Intake, *, stored: bool, now: datetime) -> tuple[bytes, st
     return ack, ack_code(intake.header, outcome)
 
 
-def _ack_codec(header: MshHeader | None) -> str:
-    """The codec ``build_ack`` encoded the ACK with: the message's MSH-18, else UTF-8."""
-    return (codec_for(header.character_set) if header is not None else None) or DEFAULT_CODEC
-
-
 def ack_text(ack: bytes, header: MshHeader | None) -> str:
     """An ACK built by ``build_ack`` (encoded per MSH-18) as text for the SOAP envelope."""
-    return ack.decode(_ack_codec(header), "replace")
+    return ack.decode(ack_codec(header), "replace")
 
 
 def ack_content_type(media: MediaType, header: MshHeader | None) -> str:
     """The request's media type with the charset the ACK bytes are really in."""
-    return f"{media.type}; charset={iana_name(_ack_codec(header))}"
+    return f"{media.type}; charset={iana_name(ack_codec(header))}"

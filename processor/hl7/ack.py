@@ -59,10 +59,16 @@ from processor.hl7.escape import DEFAULT_DELIMITERS, HasDelimiters, escape
 from processor.hl7.header import MshHeader
 from processor.reasons import Reason
 
-__all__ = ["AckOutcome", "ack_code", "build_ack", "error_code", "DEFAULT_VERSION"]
+__all__ = ["AckOutcome", "ack_code", "ack_codec", "build_ack", "error_code", "DEFAULT_VERSION"]
 
 #: Version of an ACK to a message whose MSH could not be read.
 DEFAULT_VERSION = "2.5"
+
+
+def ack_codec(header: MshHeader | None) -> str:
+    """The codec an ACK to ``header``'s message is written in: its MSH-18, else UTF-8."""
+    charset = header.character_set if header is not None else None
+    return (codec_for(charset) if charset else None) or DEFAULT_CODEC
 
 
 class AckOutcome(Enum):
@@ -223,5 +229,4 @@ def build_ack(
         # MSA-3 is withdrawn: informational ERR (0357 code 0, severity I).
         info = cs.join(("0", "Message accepted", "HL70357"))
         segments.append(fs.join(("ERR", "", "", info, "I", "", "", "", escape(text, d))))
-    codec = codec_for(charset) or DEFAULT_CODEC
-    return "".join(s + "\r" for s in segments).encode(codec, errors="replace")
+    return "".join(s + "\r" for s in segments).encode(ack_codec(header), errors="replace")
