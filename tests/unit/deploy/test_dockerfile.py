@@ -67,7 +67,7 @@ def test_runtime_runs_as_a_fixed_non_root_uid() -> None:
     assert users, "runtime stage must set USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) >= 1000, "numeric UID so runAsNonRoot can verify it"
-    assert f"--uid \"${{APP_UID}}\"" in DOCKERFILE and f"ARG APP_UID={uid}" in DOCKERFILE
+    assert '--uid "${APP_UID}"' in DOCKERFILE and f"ARG APP_UID={uid}" in DOCKERFILE
 
 
 def test_uid_matches_compose_and_kubernetes(services: dict[str, Any], k8s_objects: list[dict[str, Any]]) -> None:
