@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from base64 import urlsafe_b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +229,18 @@ class _ExitedEarly(ConfigError):
     """The JVM ended before it was ready (e.g. a port taken in the meantime)."""
 
 
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A Kafka cluster id: URL-safe base64 of 16 random bytes, never starting with '-'.
+
+    Kafka's own ``Uuid.randomUuid`` redraws such ids for the same reason: ``kafka-storage
+    format -t -abc…`` reads the id as an option and fails (1 start in 64 did, in CI).
+    """
+    while True:
+        cluster_id = urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
 class LocalKafka:
     """One Apache Kafka process in KRaft mode on 127.0.0.1.
 
@@ -271,8 +284,7 @@ class LocalKafka:
     def _format_storage(self, properties: Path) -> None:
         if (self._data_dir / "logs" / "meta.properties").is_file():
             return
-        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._command("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties))
+        cmd = self._command("kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties))
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ConfigError(f"Kafka storage format failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
