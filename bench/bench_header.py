@@ -11,7 +11,8 @@ Three contenders on the same messages (the shared test corpus):
   * floor    : ceiling + ASCII decode + building the two result objects the interface
                mandates (23-field frozen MshHeader, Msh4Aliases), still no validation:
                the floor for any implementation of *this interface*
-Each figure is the best of several repeats (least disturbed by other processes).
+Contenders are timed in interleaved rounds and each keeps its best round (the one least
+disturbed by other processes), so a load burst cannot skew one side of a ratio.
 Targets: ours >= 200x hl7apy, and within 5x of the ceiling. A 5 MB message is timed
 separately to show the cost does not grow with the payload.
 """
@@ -22,7 +23,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,10 +70,10 @@ def hl7apy(text: str) -> object:
     return parse_message(text, find_groups=False)
 
 
-def rate(fn: Callable[[object], object], items: Sequence[object], seconds: float, repeats: int = 5) -> float:
-    """Best-of-``repeats`` messages per second of ``fn`` over ``items``."""
+def _loops_for(fn: Callable[[object], object], items: Sequence[object], seconds: float) -> int:
+    """Passes over ``items`` that take about ``seconds``."""
     loops = 1
-    while True:  # calibrate so one repeat lasts about ``seconds``
+    while True:
         start = time.perf_counter()
         for _ in range(loops):
             for item in items:
@@ -82,50 +82,58 @@ def rate(fn: Callable[[object], object], items: Sequence[object], seconds: float
         if elapsed >= seconds / 4 or loops >= 1 << 20:
             break
         loops *= 2
-    loops = max(1, int(loops * seconds / max(elapsed, 1e-9)))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(loops):
-            for item in items:
-                fn(item)
-        best = min(best, time.perf_counter() - start)
-    return loops * len(items) / best
+    return max(1, int(loops * seconds / max(elapsed, 1e-9)))
+
+
+def rates(
+    contenders: Sequence[tuple[Callable[[object], object], Sequence[object]]],
+    seconds: float,
+    rounds: int = 7,
+    on_round: Callable[[], None] | None = None,
+) -> list[float]:
+    """Best-of-``rounds`` messages per second of each ``(fn, items)``, rounds interleaved.
+
+    Interleaving (A B C, A B C, ...) rather than A A A, B B B: a burst of load from
+    another process on this shared box then costs every contender one round, instead
+    of ruining one contender's whole series and with it the ratio.
+    """
+    loops = [_loops_for(fn, items, seconds) for fn, items in contenders]
+    best = [float("inf")] * len(contenders)
+    for _ in range(rounds):
+        for i, (fn, items) in enumerate(contenders):
+            start = time.perf_counter()
+            for _ in range(loops[i]):
+                for item in items:
+                    fn(item)
+            best[i] = min(best[i], time.perf_counter() - start)
+        if on_round is not None:
+            on_round()
+    return [n * len(items) / t for n, (_fn, items), t in zip(loops, contenders, best)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=0.5, help="target duration of one repeat")
+    parser.add_argument("--seconds", type=float, default=0.5, help="target duration of one hl7apy round")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args(argv)
-
-    steps = tqdm(total=10, desc="measuring", unit="step", file=sys.stderr, leave=False)
-
-    def timed(*rate_args: Any, **rate_kwargs: Any) -> float:
-        result = rate(*rate_args, **rate_kwargs)
-        steps.update()
-        return result
 
     corpus = [load(n) for n in names()]
     texts = [for_hl7apy(m) for m in corpus]
     for fn, items in ((ours, corpus), (ceiling, corpus), (floor, corpus), (hl7apy, texts)):
         for item in items:
             fn(item)  # warm up imports and hl7apy's reference caches
-
-    r_ours = timed(ours, corpus, args.seconds)
-    r_ceiling = timed(ceiling, corpus, args.seconds)
-    r_hl7apy = timed(hl7apy, texts, args.seconds, repeats=3)
-    r_floor = timed(floor, corpus, args.seconds)
-
     seed = [seed_message()]
-    r_seed_ours = timed(ours, seed, args.seconds)
-    r_seed_ceiling = timed(ceiling, seed, args.seconds)
-    r_seed_hl7apy = timed(hl7apy, [for_hl7apy(seed[0])], args.seconds, repeats=3)
-
     big = seed_message() + b"OBX|1|ED|PDF||^application^pdf^Base64^" + b"QUFB" * (5 * 1024 * 1024 // 4) + b"\r"
-    big_text = for_hl7apy(big)
-    r_big_ours = timed(ours, [big], args.seconds)
-    r_big_ceiling = timed(ceiling, [big], args.seconds)
-    r_big_hl7apy = timed(hl7apy, [big_text], args.seconds, repeats=1)
+    fast = args.seconds / 4  # hl7apy is 1000s of times slower: a few rounds of it suffice
+    steps = tqdm(total=3 * args.rounds + 9, desc="measuring", unit="round", file=sys.stderr, leave=False)
+    tick = steps.update
+    r_ours, r_ceiling, r_floor = rates(((ours, corpus), (ceiling, corpus), (floor, corpus)),
+                                       fast, args.rounds, tick)
+    r_seed_ours, r_seed_ceiling = rates(((ours, seed), (ceiling, seed)), fast, args.rounds, tick)
+    r_big_ours, r_big_ceiling = rates(((ours, [big]), (ceiling, [big])), fast, args.rounds, tick)
+    (r_hl7apy,) = rates(((hl7apy, texts),), args.seconds, 3, tick)
+    (r_seed_hl7apy,) = rates(((hl7apy, [for_hl7apy(seed[0])]),), args.seconds, 3, tick)
+    (r_big_hl7apy,) = rates(((hl7apy, [for_hl7apy(big)]),), args.seconds, 3, tick)
 
     steps.close()
     print(f"corpus: {len(corpus)} messages ({sum(map(len, corpus))} bytes), python {sys.version.split()[0]}")
