@@ -43,14 +43,6 @@ def _optional(value: str | None) -> str | None:
     return value if value else None
 
 
-def _required_header(raw: RawRecord, name: str) -> str:
-    value = raw.headers.get(name)
-    if value is None:
-        # Names the header only: values may be attacker-controlled or personal.
-        raise ValueError(f"accepted record needs header {name}")
-    return value
-
-
 def accepted_record(
     decision: Accepted, raw: RawRecord, processed_at_us: int, *, received_at_us: int | None = None
 ) -> dict[str, Any]:
@@ -59,17 +51,27 @@ def accepted_record(
     ``received_at_us``: ``raw.received_at_us`` when the caller has already parsed it.
     """
     header = decision.header
-    principal_type = principal_type_symbol(_required_header(raw, HEADER_PRINCIPAL_TYPE))
+    headers = raw.headers
+    try:  # one lookup each; a missing one is a bug upstream (row 1 checks them)
+        principal_type = _PRINCIPAL_TYPES.get(headers[HEADER_PRINCIPAL_TYPE].lower())
+        ingest_id = headers[HEADER_INGEST_ID]
+        principal_id = headers[HEADER_PRINCIPAL_ID]
+        transport = headers[HEADER_TRANSPORT]
+        source_ip = headers[HEADER_SOURCE_IP]
+    except KeyError as exc:
+        # Names the header only: values may be attacker-controlled or personal.
+        raise ValueError(f"accepted record needs header {exc.args[0]}") from None
     if principal_type is None:
         raise ValueError(f"accepted record needs header {HEADER_PRINCIPAL_TYPE} = partner|customer")
     received_at = raw.received_at_us if received_at_us is None else received_at_us
     if received_at is None:
         raise ValueError(f"accepted record needs header {HEADER_RECEIVED_AT} = epoch micros")
+    # ``x or None``: empty optional strings are written as null (absent), not "".
     return {
-        "ingest_id": _required_header(raw, HEADER_INGEST_ID),
+        "ingest_id": ingest_id,
         "received_at": received_at,
         "processed_at": int(processed_at_us),
-        "principal_id": _required_header(raw, HEADER_PRINCIPAL_ID),
+        "principal_id": principal_id,
         "principal_type": principal_type,
         "connecting_customer_id": decision.connecting_customer_id,
         "connecting_alias": decision.connecting_alias,
@@ -77,21 +79,21 @@ def accepted_record(
         "data_controller_alias": decision.data_controller_alias,
         "registry_version": decision.registry_version,
         "message_type": header.message_type,
-        "trigger_event": _optional(header.trigger_event),
+        "trigger_event": header.trigger_event or None,
         "message_control_id": header.message_control_id,
         "hl7_version": header.version_id,
-        "sending_application": _optional(header.sending_application),
+        "sending_application": header.sending_application or None,
         "sending_facility": header.sending_facility_raw,
-        "transport": _required_header(raw, HEADER_TRANSPORT),
-        "source_ip": _required_header(raw, HEADER_SOURCE_IP),
+        "transport": transport,
+        "source_ip": source_ip,
         "source_topic": raw.topic,
         "source_partition": raw.partition,
         "source_offset": raw.offset,
         "payload": raw.value,
-        "message_structure": _optional(header.message_structure),
-        "message_datetime": _optional(header.message_datetime),
-        "processing_id": _optional(header.processing_id_raw),
-        "character_set": _optional(header.character_set),
+        "message_structure": header.message_structure or None,
+        "message_datetime": header.message_datetime or None,
+        "processing_id": header.processing_id_raw or None,
+        "character_set": header.character_set or None,
     }
 
 
