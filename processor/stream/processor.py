@@ -364,8 +364,11 @@ class StreamProcessor:
             )
             producer.commit_transaction(self._txn_timeout_s)
         except KafkaException as exc:
-            self._recover(exc)
-            return
+            if self._recover(exc, offsets):
+                log.info("the ambiguous commit did land (committed offsets match the batch)")
+            else:
+                PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
+                return
         PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
         self._count(routed)
 
@@ -417,10 +420,17 @@ class StreamProcessor:
             )
 
     # ------------------------------------------------------------------ recovery
-    def _recover(self, exc: KafkaException) -> None:
+    def _recover(self, exc: KafkaException, offsets: dict[tuple[str, int], int]) -> bool:
+        """Abort or replace the producer, rewind; True when the batch was committed after all.
+
+        Only an ambiguous failure can have committed: once the replacement producer's
+        ``init_transactions`` has completed or aborted the old transaction, the group's
+        committed offsets tell which (they equal ``offsets``, the batch's ends, only if
+        it committed), so the counters neither drop nor double a batch.
+        """
         action = classify(exc)
-        PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
         if action is TxnAction.FATAL:
+            PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
             log.error("FATAL Kafka error, stopping this processor: %s", error_name(exc))
             raise StreamFatalError(error_name(exc)) from exc
         if action is TxnAction.ABORT:
@@ -440,7 +450,10 @@ class StreamProcessor:
                 error_name(exc),
             )
             self._replace_producer()
+            committed = self._rewind()
+            return committed is not None and all(committed.get(tp) == o for tp, o in offsets.items())
         self._rewind()
+        return False
 
     def _replace_producer(self) -> None:
         old, self._producer = self._producer, None
@@ -454,24 +467,32 @@ class StreamProcessor:
         if self._producer is None:  # stop() while Kafka was unreachable
             raise _Stopped()
 
-    def _rewind(self) -> None:
-        """Seek every owned partition back to its committed offset (the truth after abort)."""
+    def _rewind(self) -> dict[tuple[str, int], int] | None:
+        """Seek every owned partition back to its committed offset (the truth after abort).
+
+        Returns those offsets, or ``None`` when they could not be read (the consumer is
+        then rebuilt and rejoins the group, which starts from them anyway).
+        """
         consumer = self._consumer
         assert consumer is not None
         assignment = consumer.assignment()
         if not assignment:
-            return
+            return {}
         try:
             committed = consumer.committed(assignment, timeout=max(30.0, self._txn_timeout_s))
+            positions: dict[tuple[str, int], int] = {}
             for tp in committed:
                 if tp.error is not None:
                     raise KafkaException(tp.error)
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                positions[(tp.topic, tp.partition)] = tp.offset
             log.info("rewound %d partitions to committed offsets", len(committed))
+            return positions
         except KafkaException as exc:
             log.warning("rewind failed (%s); rejoining the group", error_name(exc))
             self._rebuild_consumer()
+            return None
 
     def _rebuild_consumer(self) -> None:
         old, self._consumer = self._consumer, None

@@ -193,6 +193,9 @@ def test_ambiguous_commit_replaces_producer_without_duplicates(
     assert runner.proc.producers_created == 2  # replaced once, same transactional.id
     ids = _ids(out)
     assert len(ids) == n and len(set(ids)) == n
+    # Counted once whichever way the commit went: a batch that did land is not dropped
+    # from the counters, one that did not is counted when its retry commits.
+    assert runner.proc.committed_records == n
 
 
 def test_second_instance_with_same_transactional_id_fences_the_first(
