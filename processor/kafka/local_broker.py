@@ -229,7 +229,6 @@ class _ExitedEarly(ConfigError):
     """The JVM ended before it was ready (e.g. a port taken in the meantime)."""
 
 
-
 def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
     """A Kafka cluster id: URL-safe base64 of 16 random bytes, never starting with '-'.
 
@@ -240,6 +239,7 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
         cluster_id = urlsafe_b64encode(random_bytes()).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
 
 class LocalKafka:
     """One Apache Kafka process in KRaft mode on 127.0.0.1.
