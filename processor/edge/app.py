@@ -219,7 +219,10 @@ class _Edge:
             return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
         creds = parse_basic(request.headers.get("authorization"))
         peer = request.client.host if request.client else ""
-        source = client_address(peer, request.headers.get("x-forwarded-for"), self.trusted)
+        # Every X-Forwarded-For line, in order: a proxy that appends its own line after
+        # one the client sent must not have the client's line read as the whole list.
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+        source = client_address(peer, forwarded, self.trusted)
         request.state.source_ip = source
         wait = self.limiter.retry_after(source, creds.username if creds else None)
         if wait is not None:

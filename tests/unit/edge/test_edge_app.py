@@ -17,7 +17,7 @@ from processor.edge.app import create_app
 from processor.registry.loader import parse_registry
 from processor.registry.model import Registry
 from tests.corpus import PATIENT_MARKERS, seed_message
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic, registry_yaml
+from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic, registry_yaml
 
 AUTH = {"Authorization": basic(SEED_USER, SEED_PASSWORD), "Content-Type": "application/hl7-v2"}
 
@@ -101,6 +101,23 @@ def test_wsdl_honours_forwarded_proto_only_from_trusted_proxy(registry: Registry
         with TestClient(app, base_url="http://edge.test", client=("10.0.0.5", 40000)) as client:
             resp = client.get("/soap?wsdl", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"})
         assert f'location="{expected}"' in resp.text
+
+
+def test_forwarded_for_over_several_header_lines_is_read_as_one_list(registry: Registry) -> None:
+    """A client-sent X-Forwarded-For line followed by the proxy's own line (HAProxy's
+    ``option forwardfor`` appends one): the proxy's hop is the client, not the forged one."""
+    settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1", trusted_proxies="10.0.0.0/8")
+    app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
+    auth = {"Authorization": basic("partner_net", PASSWORD), "Content-Type": "application/hl7-v2"}
+    with TestClient(app, client=("10.0.0.5", 40000)) as client:
+        forged_then_real = client.post("/hl7", content=seed_message(), headers=[
+            *auth.items(), ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "198.51.100.7"),
+        ])
+        real_in_network = client.post("/hl7", content=seed_message(), headers=[
+            *auth.items(), ("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9"),
+        ])
+    assert forged_then_real.status_code == 403  # 198.51.100.7 is outside partner_net's network
+    assert real_in_network.status_code == 500  # allowed through to the (exploding) publisher
 
 
 def test_bench_route_only_in_bench_mode(registry: Registry) -> None:
