@@ -226,7 +226,12 @@ def build_ack(
     if reason is not None:
         segments.append(_err_segment(reason, text, version, d, error_code).rstrip(fs))
     elif text and version >= (2, 7):
-        # MSA-3 is withdrawn: informational ERR (0357 code 0, severity I).
-        info = cs.join(("0", "Message accepted", "HL70357"))
-        segments.append(fs.join(("ERR", "", "", info, "I", "", "", "", escape(text, d))))
+        # MSA-3 is withdrawn, so the text goes in an ERR: for AE/CE (not stored, retry)
+        # 0357 code 207 at severity E, so no reader takes it for an acceptance; for an
+        # acceptance with a remark, code 0 at severity I.
+        if outcome is AckOutcome.ERROR:
+            info, severity = cs.join(("207", "Application internal error", "HL70357")), "E"
+        else:
+            info, severity = cs.join(("0", "Message accepted", "HL70357")), "I"
+        segments.append(fs.join(("ERR", "", "", info, severity, "", "", "", escape(text, d))))
     return "".join(s + "\r" for s in segments).encode(ack_codec(header), errors="replace")

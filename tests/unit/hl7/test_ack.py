@@ -23,6 +23,7 @@ CASES = [
     (AckOutcome.REJECT, Reason.PARTNER_NOT_AUTHORISED, None),
     (AckOutcome.REJECT, Reason.MALFORMED_HL7, "bad"),
     (AckOutcome.ERROR, Reason.PROCESSING_ERROR, "storage unavailable, retry"),
+    (AckOutcome.ERROR, None, "Message not stored, retry later"),  # the edge's 503 reply
 ]
 
 
@@ -138,6 +139,21 @@ def test_msa3_withdrawn_from_2_7() -> None:
     segs = ack.decode().rstrip("\r").split("\r")
     assert segs[1] == "MSA|AR|MSG1"
     assert segs[2].split("|")[7:9] == ["CUSTOMER_NOT_ACTIVE", "customer not active"]
+
+
+@pytest.mark.parametrize(("outcome", "expected"), [
+    (AckOutcome.ERROR, ["AE", "207^Application internal error^HL70357", "E"]),
+    (AckOutcome.ACCEPT, ["AA", "0^Message accepted^HL70357", "I"]),
+])
+def test_text_without_reason_from_2_7_goes_in_an_err_whose_code_matches_the_outcome(
+    outcome: AckOutcome, expected: list[str]
+) -> None:
+    """MSA-3 is withdrawn from 2.7: an AE "not stored, retry" must not carry 0357 code 0."""
+    ack = build_ack(read_header(_message("2.7")), outcome, control_id="A", timestamp=TS,
+                    text="Message not stored, retry later")
+    msa, err = ack.decode().rstrip("\r").split("\r")[1:]
+    assert [msa.split("|")[1], *err.split("|")[3:5]] == expected
+    assert err.split("|")[8] == "Message not stored, retry later"
 
 
 @pytest.mark.parametrize(("reason", "code"), [
