@@ -135,7 +135,9 @@ def assess(
                 header = salvage_header(payload)
     msh4 = header.sending_facility_raw if header is not None else ""
     record = OutgoingRecord(
-        key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape"),
+        # SPEC 5: the key is UTF-8. MSH-4 bytes that did not decode (no MSH-18, not
+        # UTF-8; such a message is rejected anyway) become U+FFFD instead of raw bytes.
+        key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode(),
         value=payload,
         headers=(
             (HEADER_INGEST_ID, ingest_id.encode()),

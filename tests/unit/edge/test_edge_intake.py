@@ -118,6 +118,12 @@ def test_malformed_msh_is_stored_and_rejected_with_salvaged_ack(registry: Regist
     assert b"|101^Required field missing^HL70357^MALFORMED_HL7" in ack
 
 
+def test_key_is_utf8_even_when_msh4_bytes_do_not_decode(registry: Registry) -> None:
+    intake = run(registry, seed_message(msh4=b"trust\xe9alias{trustalias}"))  # Latin-1, no MSH-18
+    assert intake.outcome is AckOutcome.REJECT and intake.reason is Reason.MALFORMED_HL7
+    assert intake.record.key.decode("utf-8") == "mailco|trust\ufffdalias{trustalias}"
+
+
 def test_unusable_delimiters_keep_the_default_ack(registry: Registry) -> None:
     intake = run(registry, b"MSH|ab\\&|A|FAC|C|D|2024||ADT^A01|C1|P|2.5\r")
     assert intake.outcome is AckOutcome.REJECT and intake.reason is Reason.MALFORMED_HL7
