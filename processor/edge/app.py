@@ -158,6 +158,11 @@ class _Edge:
     async def soap(self, request: Request) -> Response:
         return await self._post(request, "soap")
 
+    async def soap_endpoint(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.soap(request)
+        return await self.soap_get(request)
+
     async def soap_get(self, request: Request) -> Response:
         started = time.monotonic()
         if "wsdl" in {k.lower() for k in request.query_params.keys()}:
@@ -186,10 +191,18 @@ class _Edge:
         return Response(generate_latest(), 200, media_type=CONTENT_TYPE_LATEST)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
+        """404 / 405 (with its ``Allow`` header); on ``/soap`` as a SOAP Fault like every
+        other HTTP-level error there."""
         status = getattr(exc, "status_code", 404)
         transport = _PATH_TRANSPORT.get(request.url.path, "other")
         EDGE_REQUESTS.labels(transport, str(status), "none").inc()
-        return Response(b"Not Found\n" if status == 404 else b"Method Not Allowed\n", status, media_type=_TEXT)
+        reply = self._error(
+            "soap" if transport == "soap" else "http",
+            status,
+            "Not Found" if status == 404 else "Method Not Allowed",
+            **dict(getattr(exc, "headers", None) or {}),
+        )
+        return Response(reply.body, reply.status, headers=dict(reply.headers), media_type=reply.media_type)
 
     # -- the intake path ---------------------------------------------------------------------
     async def _post(self, request: Request, transport: str) -> Response:
@@ -364,8 +377,8 @@ def create_app(
 
     routes = [
         Route("/hl7", edge.hl7, methods=["POST"]),
-        Route("/soap", edge.soap, methods=["POST"]),
-        Route("/soap", edge.soap_get, methods=["GET"]),
+        # One route for both methods, so a 405 on /soap names both in its Allow header.
+        Route("/soap", edge.soap_endpoint, methods=["GET", "POST"]),
         Route("/metrics", edge.metrics, methods=["GET"]),
         Route("/livez", edge.livez, methods=["GET"]),
         Route("/healthz", edge.livez, methods=["GET"]),

@@ -61,7 +61,7 @@ def test_custom_delimiters_and_enhanced_mode_honoured(edge: RunningEdge) -> None
     assert record.key() == b"mailco|trustalias{trustalias}"
 
 
-def test_undecodable_msh_keeps_msh4_bytes_in_the_key(edge: RunningEdge) -> None:
+def test_undecodable_msh4_bytes_become_u_fffd_in_the_utf8_key(edge: RunningEdge) -> None:
     msh4 = b"trustalias{SYST\xc8ME}"  # latin-1 byte, no MSH-18: not UTF-8
     payload = b"MSH|^~\\&|PAS|" + msh4 + b"|PKB|PKBFAC|20240115103000||ADT^A01|BADBYTES|P|2.4\r" + PID
     resp = post(edge, payload)
@@ -74,7 +74,7 @@ def test_undecodable_msh_keeps_msh4_bytes_in_the_key(edge: RunningEdge) -> None:
     assert err[0] == "ERR" and "102&Data type error&HL70357&MALFORMED_HL7" in err[1]  # 2.4 ERR shape
     record = edge.reader.by_ack_id(msh[9])
     assert record.value() == payload
-    assert record.key() == b"mailco|" + msh4
+    assert record.key().decode("utf-8") == "mailco|trustalias{SYST\ufffdME}"  # SPEC 5: key is UTF-8
 
 
 def test_unusable_delimiters_keep_the_default_ack(edge: RunningEdge) -> None:

@@ -120,6 +120,16 @@ def test_forwarded_for_over_several_header_lines_is_read_as_one_list(registry: R
     assert real_in_network.status_code == 500  # allowed through to the (exploding) publisher
 
 
+def test_wrong_method_is_405_with_allow_and_a_soap_fault_on_soap(registry: Registry) -> None:
+    with make_client(registry) as client:
+        soap = client.put("/soap", content=b"<x/>", headers=AUTH)
+        hl7 = client.get("/hl7")
+    assert soap.status_code == 405 and soap.headers["content-type"].startswith("text/xml")
+    assert "<faultcode>soap:Client</faultcode>" in soap.text and "Method Not Allowed" in soap.text
+    assert set(soap.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert hl7.status_code == 405 and hl7.text == "Method Not Allowed\n" and "POST" in hl7.headers["allow"]
+
+
 def test_bench_route_only_in_bench_mode(registry: Registry) -> None:
     settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1")
     for bench, status in ((False, 404), (True, 200)):
