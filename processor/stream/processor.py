@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from dataclasses import fields
 import threading
 import time
@@ -57,6 +58,8 @@ from processor.stream.routing import (
     Topics,
     oversize_dead_letter,
     route,
+    unreadable_headers_dead_letter,
+    unroutable_dead_letter,
 )
 from processor.stream.txn_errors import TxnAction, classify, error_name
 
@@ -79,8 +82,24 @@ def _coords(msg: Message) -> tuple[str, int, int]:
     return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
-def _kafka_headers(msg: Message) -> list[tuple[str, Any]]:
-    return cast("list[tuple[str, Any]]", msg.headers() or [])
+# ``msg.headers()`` called through methodcaller, i.e. through C's PyObject_Call, never
+# as a plain ``msg.headers()`` in Python code. Why: for a header *name* that is not
+# UTF-8, confluent-kafka (2.x) returns a list holding a NULL name *and* leaves the
+# UnicodeDecodeError set. PyObject_Call checks for that and raises SystemError; the
+# interpreter's specialised fast path for a hot ``msg.headers()`` call site does not
+# (CPython 3.11+), so the broken list would reach Python and crash the process on
+# first touch (seen: SIGSEGV). Also: call it once per message; a second call returns
+# the cached broken list with no error at all.
+_read_headers = operator.methodcaller("headers")
+
+
+def _kafka_headers(msg: Message) -> list[tuple[str, Any]] | None:
+    """The record's headers; ``None`` when confluent-kafka cannot return them (a header
+    name that is not UTF-8). Never raises. Call at most once per message (see above)."""
+    try:
+        return cast("list[tuple[str, Any]]", _read_headers(msg) or [])
+    except Exception:  # noqa: BLE001 - SystemError (with the UnicodeDecodeError as cause)
+        return None
 
 
 _RAW_SET = tuple(RawRecord.__dict__[f.name].__set__ for f in fields(RawRecord))
@@ -316,7 +335,7 @@ class StreamProcessor:
                 log.warning("consumer error: %s: %s", err.name(), err.str())
 
     @staticmethod
-    def _raw(msg: Message, headers: list[tuple[str, Any]] | None = None) -> RawRecord:
+    def _raw(msg: Message, headers: list[tuple[str, Any]] | None) -> RawRecord:
         ts_type, ts = msg.timestamp()
         return _raw_record(
             cast(str, msg.topic()),
@@ -324,23 +343,37 @@ class StreamProcessor:
             cast(int, msg.offset()),
             msg.key(),
             msg.value() or b"",
-            decode_headers(_kafka_headers(msg) if headers is None else headers),
+            decode_headers(headers),
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
         )
 
     def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
+        """Exactly one output for ``msg``; nothing a record holds can make this raise."""
+        assert self._encode is not None
         headers = _kafka_headers(msg)
         raw = self._raw(msg, headers)
-        assert self._encode is not None
-        if self._oversize and (raw.topic, raw.partition, raw.offset) in self._oversize:
-            return oversize_dead_letter(
+        try:
+            if headers is None:
+                return unreadable_headers_dead_letter(
+                    raw, registry, now_us=now_us, topics=self._topics, encode=self._encode
+                )
+            if self._oversize and (raw.topic, raw.partition, raw.offset) in self._oversize:
+                return oversize_dead_letter(
+                    raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
+                    kafka_headers=headers,
+                )
+            return route(
                 raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
                 kafka_headers=headers,
             )
-        return route(
-            raw, registry, now_us=now_us, topics=self._topics, encode=self._encode,
-            kafka_headers=headers,
-        )
+        except Exception as exc:  # noqa: BLE001 - route() never raises by contract; belt and braces
+            log.error(
+                "routing %s[%d]@%d failed (%s); dead-lettered as PROCESSING_ERROR",
+                raw.topic, raw.partition, raw.offset, type(exc).__name__,
+            )
+            return unroutable_dead_letter(
+                raw, registry, error=exc, now_us=now_us, topics=self._topics, encode=self._encode
+            )
 
     def _process(self, batch: list[Message]) -> None:
         """Route, produce and commit one batch in one transaction."""
@@ -393,9 +426,10 @@ class StreamProcessor:
                     msg.topic(), msg.partition(), msg.offset(),
                 )
                 assert self._encode is not None
+                # The headers as routed: msg.headers() must not be called twice (see top).
                 out = oversize_dead_letter(
-                    self._raw(msg), registry, now_us=now_us, topics=self._topics,
-                    encode=self._encode, kafka_headers=_kafka_headers(msg),
+                    self._raw(msg, out.headers), registry, now_us=now_us, topics=self._topics,
+                    encode=self._encode, kafka_headers=out.headers,
                 )
 
     def _delivered(self, source: tuple[str, int, int], err: KafkaError | None, _msg: Message) -> None:

@@ -41,8 +41,11 @@ __all__ = [
     "TRANSPORTS",
     "UNKNOWN_PRINCIPAL",
     "OVERSIZE_DETAIL",
+    "UNREADABLE_HEADERS_DETAIL",
     "metadata_problem",
     "oversize_dead_letter",
+    "unreadable_headers_dead_letter",
+    "unroutable_dead_letter",
     "principal_label",
     "route",
 ]
@@ -54,6 +57,9 @@ KafkaHeaders = Sequence[tuple[str, bytes | str | None]]
 PRINCIPAL_TYPES = frozenset({"partner", "customer"})
 TRANSPORTS = frozenset({"http", "soap", "gateway"})
 UNKNOWN_PRINCIPAL = "unknown"
+UNREADABLE_HEADERS_DETAIL = (
+    "headers unreadable (a header name is not UTF-8): none carried over or checked"
+)
 OVERSIZE_DETAIL = (
     "oversize: routed record exceeds the producer's message.max.bytes; "
     "payload and headers omitted (the original stays in the source topic at source_offset)"
@@ -288,4 +294,29 @@ def oversize_dead_letter(
         detail=OVERSIZE_DETAIL,
         principal=principal_label(registry, raw.principal_id),
         received_at_us=raw.received_at_us,
+    )
+
+
+def unreadable_headers_dead_letter(
+    raw: RawRecord, registry: Registry, *, now_us: int, topics: Topics, encode: Encoder
+) -> Routed:
+    """A ``MISSING_METADATA`` dead letter for a record whose Kafka headers cannot be read at
+    all (confluent-kafka refuses a header *name* that is not UTF-8): decision row 1 fails,
+    the payload is kept, and no header is carried over (none can be)."""
+    return _dead_letter(
+        raw, registry, reason=Reason.MISSING_METADATA, detail=UNREADABLE_HEADERS_DETAIL,
+        header=_header_or_none(raw.value), now_us=now_us, topics=topics, encode=encode, headers=[],
+    )
+
+
+def unroutable_dead_letter(
+    raw: RawRecord, registry: Registry, *, error: BaseException, now_us: int, topics: Topics, encode: Encoder
+) -> Routed:
+    """Last resort when building a record's output failed unexpectedly: a ``PROCESSING_ERROR``
+    dead letter with the payload and no headers, so the partition still moves on."""
+    slim = RawRecord(raw.topic, raw.partition, raw.offset, raw.key, raw.value, {})
+    return _dead_letter(
+        slim, registry, reason=Reason.PROCESSING_ERROR,
+        detail=f"routing failed ({type(error).__name__}); headers not carried over",
+        header=None, now_us=now_us, topics=topics, encode=encode, headers=[],
     )

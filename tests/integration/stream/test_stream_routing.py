@@ -38,6 +38,7 @@ from tests.integration.stream.stream_kit import (
     wait_for,
     write_atomically,
 )
+from tests.integration.stream.wire_produce import produce_with_raw_header_names
 
 pytestmark = pytest.mark.kafka
 
@@ -237,3 +238,28 @@ def test_stop_leaves_group_and_commits(kafka_bootstrap: str, unique_name) -> Non
     ids = [r.header("hl7.ingest_id") for r in out]
     assert len(ids) == n and len(set(ids)) == n
     assert done_by_first + second.committed_records == n
+
+
+def test_header_name_that_is_not_utf8_is_dead_lettered_not_a_crash(running) -> None:
+    """confluent-kafka cannot return the headers of such a record at all: it must still
+    become exactly one MISSING_METADATA dead letter (payload kept), and the record after
+    it on the same partition must be routed normally."""
+    settings, _watcher, proc = running
+    poison = [*((k.encode(), v) for k, v in raw_headers()), (b"bad\xff\xfename", b"v")]
+    after = [(k.encode(), v) for k, v in raw_headers()]
+    message = hl7_message(b"trustalias{trustalias}", b"AFTER-POISON")
+    produce_with_raw_header_names(settings.kafka_bootstrap_servers, settings.topic_raw, 0, [
+        (b"mailco|trustalias{trustalias}", hl7_message(b"trustalias{trustalias}", b"POISON"), poison),
+        (b"mailco|trustalias{trustalias}", message, after),
+    ])
+    out = read_outputs(settings, expect=2, timeout=60)
+    codec = AvroCodec.from_settings(settings)
+    by_topic = {r.topic: r for r in out}
+    assert len(out) == 2 and set(by_topic) == {settings.topic_accepted, settings.topic_deadletter}
+    dead = codec.decode(by_topic[settings.topic_deadletter].value)
+    assert dead["reason"] == "MISSING_METADATA" and "not UTF-8" in dead["detail"]
+    assert dead["payload"] == hl7_message(b"trustalias{trustalias}", b"POISON") and dead["source_offset"] == 0
+    assert by_topic[settings.topic_deadletter].headers == []
+    accepted = codec.decode(by_topic[settings.topic_accepted].value)
+    assert accepted["payload"] == message and accepted["source_offset"] == 1
+    assert proc.running
