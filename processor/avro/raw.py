@@ -40,9 +40,12 @@ REQUIRED_HEADERS: tuple[str, ...] = (
     HEADER_TRANSPORT,
 )
 
-# Avro long range: a larger "epoch micros" value cannot be stored, so it is not valid.
-_LONG_MIN = -(2**63)
-_LONG_MAX = 2**63 - 1
+# Valid receive times: from the epoch to the last microsecond of year 9999. Any long fits
+# Avro, but readers that map timestamp-micros to a date type (Python datetime, Java
+# Instant in many libraries) fail beyond year 9999, and a time before 1970 would turn the
+# end-to-end latency histogram into decades.
+_MICROS_MIN = 0
+_MICROS_MAX = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 # Longest decimal text of an Avro long (sign + 19 digits); bounds int() on hostile input.
 _MAX_MICROS_TEXT = 20
 
@@ -71,7 +74,8 @@ def decode_headers(headers: Iterable[tuple[str, bytes | str | None]] | None) -> 
 
 
 def parse_epoch_micros(text: str | None) -> int | None:
-    """A ``hl7.received_at`` value as int, or ``None`` unless it is a plain decimal long."""
+    """A ``hl7.received_at`` value as int, or ``None`` unless it is plain decimal epoch
+    microseconds between 1970 and the end of year 9999."""
     if text is None:
         return None
     value = text.strip()
@@ -81,7 +85,7 @@ def parse_epoch_micros(text: str | None) -> int | None:
     if not digits.isascii() or not digits.isdigit():
         return None
     number = int(value)
-    if not _LONG_MIN <= number <= _LONG_MAX:
+    if not _MICROS_MIN <= number <= _MICROS_MAX:
         return None
     return number
 

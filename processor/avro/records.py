@@ -116,7 +116,7 @@ def dead_letter_record(
     """The ``DeadLetter`` for a raw record that was not accepted.
 
     ``header`` is the parsed MSH when it could be read (``None`` otherwise). Header
-    fields are taken when present; ``received_at`` only when it is a decimal long.
+    fields are taken when present; ``received_at`` only when ``parse_epoch_micros`` accepts it.
     Raises ``ValueError`` only for an unknown reason code (a programming error).
     """
     return {

@@ -122,7 +122,7 @@ def metadata_problem(raw: RawRecord) -> str | None:
         return "missing header(s): " + ", ".join(missing)
     bad: list[str] = []
     if parse_epoch_micros(headers[HEADER_RECEIVED_AT]) is None:
-        bad.append(f"{HEADER_RECEIVED_AT} (epoch micros expected)")
+        bad.append(f"{HEADER_RECEIVED_AT} (epoch micros from 1970 to 9999 expected)")
     if headers[HEADER_PRINCIPAL_TYPE] not in PRINCIPAL_TYPES:
         bad.append(f"{HEADER_PRINCIPAL_TYPE} (partner|customer expected)")
     if headers[HEADER_TRANSPORT] not in TRANSPORTS:
