@@ -107,6 +107,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(_resolve(args.handler)(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # configuration problems: one clear line and exit 2, no traceback
+        message = configuration_problem(exc)
+        if message is None:
+            raise
+        print(f"hl7-processor: {message}", file=sys.stderr)
+        return 2
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """The one-line text for a configuration error (bad ``HL7_*`` value, missing setting,
+    Kafka not reachable), ``None`` for anything else. Names settings and the rule broken,
+    never the value."""
+    from pydantic import ValidationError
+
+    from processor.errors import ConfigError, KafkaUnavailable
+
+    if isinstance(exc, (ConfigError, KafkaUnavailable)):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        problems = [
+            f"HL7_{str(error['loc'][0]).upper() if error['loc'] else '?'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        return "invalid configuration: " + "; ".join(problems)
+    return None
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def _default_transactional_id() -> str:
 class Settings(BaseSettings):
     """Every knob of the gateway; names map to ``HL7_<FIELD>`` in upper case."""
 
+    # env_ignore_empty: ``HL7_REGISTRY_FILE=`` means "not set", not the path ".".
     model_config = SettingsConfigDict(
-        env_prefix="HL7_", env_file=".env", extra="ignore", case_sensitive=False
+        env_prefix="HL7_", env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
     )
 
     kafka_bootstrap_servers: str | None = Field(

@@ -30,6 +30,7 @@ from typing import Any
 from processor.avro.raw import HEADER_PRINCIPAL_TYPE, RawRecord
 from processor.config import Settings
 from processor.decision import Rejected, decide
+from processor.errors import KafkaUnavailable
 from processor.reasons import Reason
 from processor.registry.model import Registry
 
@@ -159,7 +160,11 @@ class DeadLetterReplayer:
             admin.create_topics([new])[topic].result(30)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+                raise KafkaUnavailable(f"cannot create the replay ledger {topic}: {exc.args[0].name()}") from None
+        except TimeoutError:
+            raise KafkaUnavailable(
+                f"Kafka at {self._settings.kafka_bootstrap_servers} did not answer within 30 s"
+            ) from None
 
     def _consumer_conf(self) -> dict[str, Any]:
         from processor.kafka.client_config import consumer_config

@@ -48,3 +48,12 @@ def test_gateway_guarantees_cannot_be_switched_off_by_passthrough(monkeypatch: p
     consumer = consumer_config(settings)
     assert producer["enable.idempotence"] is True and producer["acks"] == "all"
     assert consumer["isolation.level"] == "read_committed" and consumer["enable.auto.commit"] is False
+
+
+def test_empty_variable_means_not_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HL7_REGISTRY_FILE", "")
+    monkeypatch.setenv("HL7_EDGE_PORT", "")
+    settings = load_settings()
+    assert settings.registry_file is None  # not Path("."), which would read as "'.' unreadable"
+    assert settings.edge_port == type(settings).model_fields["edge_port"].default
