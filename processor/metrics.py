@@ -8,6 +8,8 @@ partition numbers; never aliases from unauthenticated input, nor message ids.
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from processor import __version__
+
 __all__ = [
     "EDGE_REQUESTS",
     "EDGE_AUTH_FAILURES",
@@ -78,3 +80,4 @@ REGISTRY_INFO = Gauge(
     ["version"],
 )
 BUILD_INFO = Info("hl7_gateway_build", "Version of the gateway package.")
+BUILD_INFO.info({"version": __version__})
