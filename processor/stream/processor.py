@@ -159,6 +159,11 @@ class StreamProcessor:
         self._producer: Producer | None = None
         self._buffer: list[Message] = []
         self._assigned: set[tuple[str, int]] = set()
+        # Records whose output the broker refused as too large: ``_suspects`` failed inside
+        # a shared produce request (a broker refuses the whole batch, so innocent neighbours
+        # fail with it) and are re-sent alone on the retry; ``_oversize`` failed alone, so
+        # their outputs really are too large and become payload-less dead letters.
+        self._suspects: set[tuple[str, int, int]] = set()
         self._oversize: set[tuple[str, int, int]] = set()
         self._lag = LagTracker(lag_interval_s)
         self._beat = time.monotonic()
@@ -403,18 +408,26 @@ class StreamProcessor:
                 PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
                 return
         PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
+        if self._suspects:  # written after all: they were only a neighbour's victims
+            self._suspects.difference_update(_coords(msg) for msg in batch)
         self._count(routed)
 
     def _produce(
         self, producer: Producer, msg: Message, out: Routed, registry: Registry, now_us: int
     ) -> Routed:
-        on_delivery = functools.partial(self._delivered, _coords(msg))
+        coords = _coords(msg)
+        alone = bool(self._suspects) and coords in self._suspects
+        on_delivery = functools.partial(self._delivered, coords, alone)
+        if alone:  # in a record batch of its own: whatever fails now is this record's fault
+            producer.flush(self._txn_timeout_s)
         while True:
             try:
                 producer.produce(
                     out.topic, value=out.value, key=out.key, headers=out.headers,
                     on_delivery=on_delivery,
                 )
+                if alone:
+                    producer.flush(self._txn_timeout_s)
                 return out
             except BufferError:
                 producer.poll(0.05)  # local queue full: serve delivery reports, then retry
@@ -432,10 +445,18 @@ class StreamProcessor:
                     encode=self._encode, kafka_headers=out.headers,
                 )
 
-    def _delivered(self, source: tuple[str, int, int], err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(
+        self, source: tuple[str, int, int], alone: bool, err: KafkaError | None, _msg: Message
+    ) -> None:
         if err is not None and err.code() in _RECORD_TOO_LARGE:
-            # The transaction will fail; on the retry this record is dead-lettered without payload.
-            self._oversize.add(source)
+            # The transaction will fail. Sent alone: this output is too large, so on the
+            # retry the record is dead-lettered without payload. Sent with others: the
+            # broker may have refused it for a neighbour, so the retry sends it alone.
+            if alone:
+                self._suspects.discard(source)
+                self._oversize.add(source)
+            else:
+                self._suspects.add(source)
 
     def _count(self, routed: list[Routed]) -> None:
         self.committed_records += len(routed)
@@ -448,10 +469,9 @@ class StreamProcessor:
                 latency = now - r.received_at_us / 1e6
                 if latency >= 0:
                     PROCESSOR_END_TO_END.observe(latency)
-        if self._oversize:
-            self._oversize.difference_update(
-                {(s, p, o) for (s, p, o) in self._oversize if (s, p) not in self._assigned}
-            )
+        for pending in (self._oversize, self._suspects):
+            if pending:  # forget partitions no longer owned (their new owner starts afresh)
+                pending.difference_update({(s, p, o) for (s, p, o) in pending if (s, p) not in self._assigned})
 
     # ------------------------------------------------------------------ recovery
     def _recover(self, exc: KafkaException, offsets: dict[tuple[str, int], int]) -> bool:

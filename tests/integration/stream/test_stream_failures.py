@@ -106,6 +106,10 @@ def test_record_too_large_for_output_topic_aborts_then_dead_letters(
     rec = AvroCodec.from_settings(settings).decode(got.value)
     assert rec["reason"] == "PROCESSING_ERROR" and rec["detail"].startswith("oversize")
     assert rec["payload"] == b""  # the original stays in the raw topic at source_offset
+    # Only the big record: its neighbours, refused by the broker in the same produce
+    # request, are accepted with their payload once re-sent without it.
+    others = [r for r in out if r.header("hl7.ingest_id") != big_id]
+    assert {r.topic for r in others} == {settings.topic_accepted}
 
 
 def test_output_over_the_producer_limit_is_counted_as_the_dead_letter_written(
