@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--registry", required=True, help="registry YAML file")
     explain.add_argument("--principal", required=True, help="registry id of the sender")
     explain.add_argument("message", nargs="?", default="-", help="message file, or - for stdin")
+    explain.add_argument("--charset", help="the HTTP charset the message was sent with (applies when "
+                         "MSH-18 is empty), e.g. ISO-8859-1")
     explain.set_defaults(handler="processor.commands.explain:main")
 
     registry = sub.add_parser("registry", help="registry tools")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from processor.avro.raw import HEADER_PRINCIPAL_TYPE, RawRecord
+from processor.avro.raw import HEADER_CHARSET, HEADER_PRINCIPAL_TYPE, RawRecord
 from processor.config import Settings
 from processor.decision import Rejected, decide
 from processor.errors import KafkaUnavailable
@@ -94,7 +94,10 @@ def verdict_now(candidate: Candidate, registry: Registry) -> Reason | None:
                     headers=dict(candidate.headers))
     if metadata_problem(raw) is not None:
         return Reason.MISSING_METADATA
-    decision = decide(registry, raw.principal_id or "", raw.headers[HEADER_PRINCIPAL_TYPE], candidate.payload)
+    decision = decide(
+        registry, raw.principal_id or "", raw.headers[HEADER_PRINCIPAL_TYPE], candidate.payload,
+        raw.headers.get(HEADER_CHARSET) or None,
+    )
     return decision.reason if isinstance(decision, Rejected) else None
 
 

@@ -64,9 +64,9 @@ def _shown(alias: str) -> str:
     return alias if len(alias) <= _MAX_SHOWN else alias[: _MAX_SHOWN - 3] + "..."
 
 
-def _best_effort_header(payload: bytes) -> MshHeader | None:
+def _best_effort_header(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
     try:
-        return read_header(payload)
+        return read_header(payload, default_charset)
     except MalformedHl7:
         return None
 
@@ -76,19 +76,25 @@ def decide(
     principal_id: str,
     principal_type: PrincipalType | str,
     payload: bytes,
+    default_charset: str | None = None,
 ) -> Decision:
-    """Apply rows 2-11 in order; the first failing row gives the reason. Never raises."""
+    """Apply rows 2-11 in order; the first failing row gives the reason. Never raises.
+
+    ``default_charset``: the character set (MSH-18 style name) the sender declared
+    outside the message (HTTP ``charset``, carried as ``hl7.charset``); it applies
+    when MSH-18 is empty.
+    """
     version = "unknown"
     header: MshHeader | None = None
     try:
         version = registry.version
-        return _decide(registry, principal_id, principal_type, payload, version)
+        return _decide(registry, principal_id, principal_type, payload, version, default_charset)
     except Exception as exc:  # noqa: BLE001 - the contract: one bad record never escapes
         log.error(
             "decision failed for principal %r: %s", str(principal_id)[:_MAX_SHOWN], type(exc).__name__
         )
         try:
-            header = _best_effort_header(payload)
+            header = _best_effort_header(payload, default_charset)
         except Exception:  # noqa: BLE001
             header = None
         return Rejected(
@@ -116,6 +122,7 @@ def _decide(
     principal_type: PrincipalType | str,
     payload: bytes,
     version: str,
+    default_charset: str | None = None,
 ) -> Decision:
     global _memo
     # Row 2: the principal exists, with this type.
@@ -132,26 +139,27 @@ def _decide(
             if ptype is not None
             else "principal type is not 'partner' or 'customer'"
         )
-        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, _best_effort_header(payload))
+        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, _best_effort_header(payload, default_charset))
     # Row 3
     if not principal.active:
         return Rejected(
             Reason.PRINCIPAL_NOT_ACTIVE,
             f"{principal.type.value} {principal.id} is not active",
             version,
-            _best_effort_header(payload),
+            _best_effort_header(payload, default_charset),
         )
     # Row 4
     try:
-        header = read_header(payload)
+        header = read_header(payload, default_charset)
     except MalformedHl7 as exc:
         return Rejected(Reason.MALFORMED_HL7, str(exc)[:200], version, None)
-    if not payload_decodes(payload, header.character_set):
-        detail = (
-            "message bytes do not decode in the character set of MSH-18"
-            if header.character_set
-            else "message bytes are not UTF-8 and MSH-18 declares no character set"
-        )
+    if not payload_decodes(payload, header.character_set or default_charset):
+        if header.character_set:
+            detail = "message bytes do not decode in the character set of MSH-18"
+        elif default_charset:
+            detail = "message bytes do not decode in the character set of the request"
+        else:
+            detail = "message bytes are not UTF-8 and MSH-18 declares no character set"
         return Rejected(Reason.MALFORMED_HL7, detail, version, header)
     # Rows 5-11
     namespace_id = header.msh4_namespace_id

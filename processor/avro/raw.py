@@ -18,6 +18,7 @@ __all__ = [
     "HEADER_RECEIVED_AT",
     "HEADER_SOURCE_IP",
     "HEADER_TRANSPORT",
+    "HEADER_CHARSET",
     "REQUIRED_HEADERS",
     "RawRecord",
     "decode_headers",
@@ -30,6 +31,9 @@ HEADER_PRINCIPAL_TYPE = "hl7.principal_type"
 HEADER_RECEIVED_AT = "hl7.received_at"
 HEADER_SOURCE_IP = "hl7.source_ip"
 HEADER_TRANSPORT = "hl7.transport"
+# Optional, not in SPEC 5: the character set the sender declared on the request (HTTP
+# ``charset``), as an MSH-18 name; applies when MSH-18 is empty. Absent when none was given.
+HEADER_CHARSET = "hl7.charset"
 
 REQUIRED_HEADERS: tuple[str, ...] = (
     HEADER_INGEST_ID,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from processor.decision import Accepted, Decision, decide
 from processor.errors import RegistryInvalid
+from processor.hl7.charset import charset_from_http
 from processor.registry.loader import load_registry
 from processor.registry.model import PrincipalType
 
@@ -65,6 +66,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     principal = registry.principal(args.principal)
     ptype = principal.type if principal is not None else PrincipalType.PARTNER
-    decision = decide(registry, args.principal, ptype, payload)
+    default_charset = None
+    if getattr(args, "charset", None):
+        default_charset = charset_from_http(args.charset)
+        if default_charset is None:
+            print(f"hl7-processor explain: unsupported charset {args.charset!r}", file=sys.stderr)
+            return 2
+    decision = decide(registry, args.principal, ptype, payload, default_charset)
     print(json.dumps(explain_json(decision)))
     return 0

@@ -46,6 +46,7 @@ from processor.edge.intake import (
 from processor.edge.publisher import KafkaPublisher
 from processor.errors import KafkaUnavailable, NoMshSegment, SoapError
 from processor.health import Readiness, render_status
+from processor.hl7.charset import charset_from_http
 from processor.hl7.soap import (
     build_accept_response,
     build_fault,
@@ -275,6 +276,7 @@ class _Edge:
             return self._error(transport, 400, "Bad Content-Length")
         state["body_consumed"] = True
 
+        default_charset = None
         if transport == "soap":
             try:
                 payload = message_bytes(parse_accept_message(body))
@@ -282,6 +284,9 @@ class _Edge:
                 return self._error(transport, 400, "Not a valid acceptMessage request")
         else:
             payload = body
+            # A charset on the request applies when MSH-18 is empty; one we do not
+            # support is ignored (the MSH-18 / UTF-8 rules then decide, as without it).
+            default_charset = charset_from_http(media.charset) if media.charset else None
 
         registry = _registry_or_none(self.registry_source)
         if registry is None:
@@ -295,6 +300,7 @@ class _Edge:
                 source_ip=request.state.source_ip,
                 received_at_us=received_at_us,
                 ingest_id=ingest_id,
+                default_charset=default_charset,
             )
         except NoMshSegment:
             log.info("ingest_id=%s principal=%s no MSH segment: not stored", ingest_id, principal.id)

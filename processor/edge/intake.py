@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from processor.avro.raw import (
+    HEADER_CHARSET,
     HEADER_INGEST_ID,
     HEADER_PRINCIPAL_ID,
     HEADER_PRINCIPAL_TYPE,
@@ -106,15 +107,20 @@ def assess(
     source_ip: str,
     received_at_us: int,
     ingest_id: str,
+    default_charset: str | None = None,
 ) -> Intake:
     """Evaluate decision rows 4-11 and build the raw record.
+
+    ``default_charset``: the request's HTTP charset as an MSH-18 name
+    (``charset_from_http``); used when MSH-18 is empty and stored as ``hl7.charset``
+    so the processor decides alike.
 
     Raises ``NoMshSegment`` (HTTP 400, nothing stored). Any other problem with the
     message is a rejection that is still stored, for the audit trail. When MSH is
     there but unreadable, the ACK and the key use what ``salvage_header`` recovers
     (the decision is unchanged: it never sees the salvaged header).
     """
-    decision = decide(registry, principal.id, principal.type, payload)
+    decision = decide(registry, principal.id, principal.type, payload, default_charset)
     header: MshHeader | None = decision.header
     err_code: str | None = None
     if isinstance(decision, Accepted):
@@ -126,13 +132,13 @@ def assess(
             # (400, not stored) from a malformed one (stored, AR), and to learn
             # what kind of malformed it is; then salvage what is readable.
             try:
-                header = read_header(payload)
+                header = read_header(payload, default_charset)
             except NoMshSegment:
                 raise
             except MalformedHl7 as exc:
                 if reason is Reason.MALFORMED_HL7:
                     err_code = exc.err_code
-                header = salvage_header(payload)
+                header = salvage_header(payload, default_charset)
     msh4 = header.sending_facility_raw if header is not None else ""
     record = OutgoingRecord(
         # SPEC 5: the key is UTF-8. MSH-4 bytes that did not decode (no MSH-18, not
@@ -146,6 +152,7 @@ def assess(
             (HEADER_RECEIVED_AT, str(received_at_us).encode()),
             (HEADER_SOURCE_IP, source_ip.encode()),
             (HEADER_TRANSPORT, transport.encode()),
+            *(((HEADER_CHARSET, default_charset.encode()),) if default_charset else ()),
         ),
     )
     return Intake(ingest_id, header, outcome, reason, record, err_code)

@@ -15,7 +15,7 @@ of ASCII); MSH bytes that are not UTF-8 without a declaration are malformed.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_CODEC", "codec_for", "iana_name", "payload_decodes"]
+__all__ = ["DEFAULT_CODEC", "codec_for", "charset_from_http", "iana_name", "payload_decodes"]
 
 DEFAULT_CODEC = "utf-8"
 
@@ -31,6 +31,10 @@ _CODECS: dict[str, str] = {
 }
 for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15):
     _CODECS[f"8859/{_n}"] = f"iso8859-{_n}"
+# Python codec name (as codecs.lookup() spells it) -> the table 0211 value to use.
+_HL7_NAME_BY_CODEC: dict[str, str] = {"ascii": "ASCII", "utf-8": "UNICODE UTF-8", "euc_kr": "KS X 1001"}
+_HL7_NAME_BY_CODEC.update({f"iso8859-{_n}": f"8859/{_n}" for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15)})
+_HL7_NAME_BY_CODEC["latin-1"] = "8859/1"  # codecs.lookup("ISO-8859-1").name
 
 
 def codec_for(character_set: str | None) -> str | None:
@@ -42,6 +46,22 @@ def codec_for(character_set: str | None) -> str | None:
     if not character_set:
         return DEFAULT_CODEC
     return _CODECS.get(character_set.strip().upper())
+
+
+def charset_from_http(charset: str) -> str | None:
+    """The MSH-18 name for an HTTP ``charset`` parameter (IANA name or alias, any case),
+    ``None`` when it is not one of the character sets above.
+
+    Why: a sender may declare the character set on the request instead of in MSH-18
+    (common for 8859/1 feeds); it then applies exactly as if MSH-18 had said it.
+    """
+    import codecs
+
+    try:
+        name = codecs.lookup(charset.strip()).name
+    except (LookupError, ValueError):
+        return None
+    return _HL7_NAME_BY_CODEC.get(name)
 
 
 def iana_name(codec: str) -> str:

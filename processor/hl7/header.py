@@ -169,8 +169,9 @@ def _segment_end(data: bytes, start: int) -> tuple[int, str]:
         start, limit = limit, len(data)
 
 
-def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
-    """Decode an MSH segment holding non-ASCII bytes per its MSH-18."""
+def _decode_non_ascii(segment: bytes, fs_byte: bytes, default_charset: str | None) -> str:
+    """Decode an MSH segment holding non-ASCII bytes per its MSH-18 (else ``default_charset``,
+    else UTF-8)."""
     raw_fields = segment.split(fs_byte, 18)
     raw_cs = raw_fields[17] if len(raw_fields) > 17 else b""
     raw_cs = raw_cs.split(segment[5:6], 1)[0] if len(segment) > 5 else raw_cs
@@ -181,7 +182,7 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
     if delims.isascii() and len(delims) == 5 and delims[3:4] in raw_cs:
         fs, cs, rs, esc, ss = delims.decode("ascii")
         charset = unescape_with(charset, esc, fs, cs, rs, ss)
-    codec = codec_for(charset)
+    codec = codec_for(charset or default_charset)
     if codec is None:
         raise MalformedHl7("MSH-18 names an unsupported character set", err_code="103")
     try:
@@ -190,6 +191,10 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes) -> str:
         if raw_cs:
             raise MalformedHl7(
                 "MSH segment does not decode in the character set of MSH-18", err_code="102"
+            ) from None
+        if default_charset:
+            raise MalformedHl7(
+                "MSH segment does not decode in the character set of the request", err_code="102"
             ) from None
         raise MalformedHl7(
             "MSH segment is not UTF-8 and MSH-18 declares no character set", err_code="102"
@@ -217,8 +222,12 @@ def _new_header(*values: Any) -> MshHeader:
     return _tuple_new(MshHeader, values)
 
 
-def read_header(data: bytes) -> MshHeader:
-    """Read the MSH segment of ``data``; raises NoMshSegment / MalformedHl7 only."""
+def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
+    """Read the MSH segment of ``data``; raises NoMshSegment / MalformedHl7 only.
+
+    ``default_charset`` (an MSH-18 style name, e.g. from the request's HTTP charset)
+    applies when MSH-18 is empty; ``character_set`` still reports MSH-18 only.
+    """
     try:  # one function, no helper call: this runs once per message on every path
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -244,7 +253,7 @@ def read_header(data: bytes) -> MshHeader:
             # All supported codecs are ASCII-compatible: nothing else to decide.
             text = segment.decode("ascii")
         else:
-            text = _decode_non_ascii(segment, segment[3:4])
+            text = _decode_non_ascii(segment, segment[3:4], default_charset)
         fs = text[3]
         fields = text.split(fs)
         n = len(fields)
@@ -339,7 +348,7 @@ def read_header(data: bytes) -> MshHeader:
 
 
 
-def salvage_header(data: bytes) -> MshHeader | None:
+def salvage_header(data: bytes, default_charset: str | None = None) -> MshHeader | None:
     """Best effort, for replies and keys only, never for routing decisions.
 
     Why: a message whose MSH ``read_header`` refuses (empty MSH-9/10/12, fewer than
@@ -356,18 +365,18 @@ def salvage_header(data: bytes) -> MshHeader | None:
     valid delimiters. Never raises.
     """
     try:
-        return read_header(data)
+        return read_header(data, default_charset)
     except NoMshSegment:
         return None
     except MalformedHl7:
         pass
     try:
-        return _salvage(data)
+        return _salvage(data, default_charset)
     except Exception:  # noqa: BLE001 - contract: never raises
         return None
 
 
-def _salvage(data: bytes) -> MshHeader | None:
+def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | None:
     """Lenient MSH read behind ``salvage_header`` (may raise; the caller contains it)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         return None
@@ -402,6 +411,7 @@ def _salvage(data: bytes) -> MshHeader | None:
     codec = codec_for(charset) if charset else None
     if codec is None:
         charset = ""
+        codec = codec_for(default_charset) if default_charset else None
     text = segment.decode(codec or "utf-8", "surrogateescape")
     fields = text.split(fs)
     fields += [""] * (18 - len(fields))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from processor.avro.raw import (
+    HEADER_CHARSET,
     HEADER_INGEST_ID,
     HEADER_PRINCIPAL_ID,
     HEADER_PRINCIPAL_TYPE,
@@ -139,10 +140,10 @@ def principal_label(registry: Registry, principal_id: str | None) -> str:
     return UNKNOWN_PRINCIPAL
 
 
-def _header_or_none(payload: bytes) -> MshHeader | None:
+def _header_or_none(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
     """Best-effort MSH for dead-letter provenance fields; ``None`` when unreadable."""
     try:
-        return read_header(payload)
+        return read_header(payload, default_charset)
     except Exception:  # noqa: BLE001 - provenance is optional, the reason is already known
         return None
 
@@ -226,12 +227,15 @@ def route(
     if problem is not None:
         return _dead_letter(
             raw, registry, reason=Reason.MISSING_METADATA, detail=problem,
-            header=_header_or_none(raw.value), **common,
+            header=_header_or_none(raw.value, raw.headers.get(HEADER_CHARSET) or None), **common,
         )
     principal_id = raw.headers[HEADER_PRINCIPAL_ID]
     received_at_us = parse_epoch_micros(raw.headers[HEADER_RECEIVED_AT])  # row 1: a valid long
     try:
-        decision = decide(registry, principal_id, raw.headers[HEADER_PRINCIPAL_TYPE], raw.value)
+        decision = decide(
+            registry, principal_id, raw.headers[HEADER_PRINCIPAL_TYPE], raw.value,
+            raw.headers.get(HEADER_CHARSET) or None,
+        )
     except Exception as exc:  # noqa: BLE001 - decide promises not to raise; belt and braces
         return _dead_letter(
             raw, registry, reason=Reason.PROCESSING_ERROR,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import processor.decision as decision_module
 from processor.decision import Accepted, Rejected, decide
+from processor.hl7.charset import codec_for
 from processor.reasons import Reason
 from processor.registry.loader import load_registry
 from processor.registry.model import PrincipalType, Registry
@@ -250,3 +251,31 @@ def test_row4_whole_message_must_decode_in_its_declared_charset(
         assert isinstance(decision, Rejected) and decision.reason is reason
         assert decision.header is not None  # readable MSH: the ACK can still honour it
         assert "\u00dc" not in decision.detail and "LLER" not in decision.detail
+
+
+@pytest.mark.parametrize(
+    ("msh18", "default", "encoding", "reason"),
+    [
+        ("", "8859/1", "latin-1", None),  # declared on the request only: applies
+        ("", None, "latin-1", Reason.MALFORMED_HL7),  # declared nowhere: UTF-8 rule
+        ("", "8859/1", "utf-8", None),  # UTF-8 bytes of Ü are valid 8859/1 bytes too
+        ("UNICODE UTF-8", "8859/1", "latin-1", Reason.MALFORMED_HL7),  # MSH-18 wins
+        ("8859/1", "UNICODE UTF-8", "latin-1", None),  # MSH-18 wins
+    ],
+)
+def test_request_charset_applies_only_when_msh18_is_empty(
+    registry: Registry, msh18: str, default: str | None, encoding: str, reason: Reason | None
+) -> None:
+    """Non-ASCII in MSH (MSH-3) and in the body: both are decoded per the same rule."""
+    head = message("trustalias{trustalias}").split(b"\r", 1)[0]
+    head = head.replace(b"|SENDAPP|", "|SYST\u00c8ME|".encode(encoding), 1)
+    msh18_field = b"||||||" + msh18.encode() if msh18 else b""
+    msg = head + msh18_field + b"\r" + "PID|1||X||M\u00dcLLER\r".encode(encoding)
+    decision = decide(registry, "mailco", P, msg, default)
+    if reason is None:
+        assert isinstance(decision, Accepted)
+        assert decision.header.sending_application == "SYST\u00c8ME".encode(encoding).decode(
+            codec_for(msh18 or default) or "utf-8")
+        assert decision.header.character_set == (msh18 or None)  # MSH-18 only, as received
+    else:
+        assert isinstance(decision, Rejected) and decision.reason is reason

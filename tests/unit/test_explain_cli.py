@@ -179,3 +179,18 @@ def test_python_dash_m_processor_explain(tmp_path: Path) -> None:
         "message_control_id": "SUB1",
         "registry_version": VERSION,
     }
+
+
+def test_charset_option_gives_the_edges_answer_for_a_request_charset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    msg_file = tmp_path / "latin1.hl7"
+    msg_file.write_bytes(message("trustalias{trustalias}", "L1").replace(b"TEST^PATIENT", "T\u00c9ST".encode("latin-1")))
+    base = ["explain", "--registry", str(SAMPLE), "--principal", "mailco"]
+    answers = []
+    for extra in ([], ["--charset", "ISO-8859-1"]):
+        assert main([*base, *extra, str(msg_file)]) == 0
+        answers.append(json.loads(capsys.readouterr().out)["reason"])
+    assert answers == ["MALFORMED_HL7", None]
+    assert main([*base, "--charset", "no-such-charset", str(msg_file)]) == 2
+    assert "unsupported charset" in capsys.readouterr().err

@@ -271,3 +271,19 @@ def test_reply_charset_is_the_acks_own_not_the_requests_label(edge: RunningEdge)
     assert resp.status_code == 200
     assert resp.headers["content-type"] == HL7 + "; charset=ISO-8859-1"
     assert "|8859/1" in resp.content.decode("iso-8859-1")
+
+
+def test_http_charset_applies_when_msh18_is_empty_and_travels_with_the_record(edge: RunningEdge) -> None:
+    """An 8859/1 feed that names its charset on the request, not in MSH-18: accepted, and
+    the raw record carries ``hl7.charset`` so the processor decides the same way."""
+    latin1_no_msh18 = load("adt_a01_v24_latin1").replace(b"||||||8859/1", b"", 1)
+    assert b"8859" not in latin1_no_msh18.split(b"\r", 1)[0] and not latin1_no_msh18.isascii()
+    labelled = post(edge, latin1_no_msh18, ctype=HL7 + "; charset=ISO-8859-1")
+    unlabelled = post(edge, latin1_no_msh18)
+    unsupported = post(edge, latin1_no_msh18, ctype=HL7 + "; charset=windows-1252")  # ignored
+    assert ack_segments(labelled)["MSA"][1] == "AA"
+    assert [ack_segments(r)["MSA"][1] for r in (unlabelled, unsupported)] == ["AR", "AR"]
+    assert "MALFORMED_HL7" in ack_segments(unlabelled)["MSA"][3]
+    headers = dict(edge.reader.by_ack_id(ack_segments(labelled)["MSH"][9]).headers())
+    assert headers["hl7.charset"] == b"8859/1"
+    assert "hl7.charset" not in dict(edge.reader.by_ack_id(ack_segments(unlabelled)["MSH"][9]).headers())

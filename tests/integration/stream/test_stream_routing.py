@@ -80,6 +80,9 @@ def cases() -> list[tuple[str | None, RawIn]]:
         return RawIn(v, h, key=f"{principal}|".encode() + msh4)
 
     no_transport = [h for h in raw_headers() if h[0] != "hl7.transport"]
+    # 8859/1 bytes, no MSH-18: decodable only by the charset the edge saw on the request.
+    latin1 = hl7_message(control_id=b"LATIN1").replace(b"ZZTESTFIRST", "ZZT\u00c9ST".encode("latin-1"))
+    with_charset = [*raw_headers(), ("hl7.charset", b"8859/1")]
     bad_time = [(k, b"soon" if k == "hl7.received_at" else v) for k, v in raw_headers()]
     return [
         (None, rec()),
@@ -91,6 +94,8 @@ def cases() -> list[tuple[str | None, RawIn]]:
         ("PRINCIPAL_UNKNOWN", rec(principal="nobody")),
         ("PRINCIPAL_NOT_ACTIVE", rec(principal="sleepy")),
         ("MALFORMED_HL7", rec(value=b"\x00\xff\x13binary junk\x00" * 10)),
+        (None, rec(control=b"LATIN1", value=latin1, headers=with_charset)),
+        ("MALFORMED_HL7", rec(control=b"LATIN1", value=latin1)),
         ("MALFORMED_HL7", rec(value=b"")),
         ("MSH4_MISSING", rec(b"")),
         ("MSH4_SYNTAX", rec(b"trust alias{x")),

@@ -358,3 +358,13 @@ def test_no_msh_anywhere_in_large_input() -> None:
 def test_rejects_non_bytes() -> None:
     with pytest.raises(MalformedHl7):
         read_header("MSH|^~\\&|")  # type: ignore[arg-type]
+
+
+def test_http_charset_names_map_to_msh18_names() -> None:
+    from processor.hl7.charset import charset_from_http
+
+    assert charset_from_http("ISO-8859-1") == charset_from_http("latin1") == "8859/1"
+    assert charset_from_http(" utf-8 ") == charset_from_http("UTF8") == "UNICODE UTF-8"
+    assert charset_from_http("US-ASCII") == "ASCII" and charset_from_http("iso-8859-15") == "8859/15"
+    for unsupported in ("windows-1252", "UTF-16", "Shift_JIS", "no-such-charset", ""):
+        assert charset_from_http(unsupported) is None, unsupported
