@@ -279,7 +279,7 @@ class _Edge:
         default_charset = None
         if transport == "soap":
             try:
-                payload = message_bytes(parse_accept_message(body))
+                payload = message_bytes(parse_accept_message(body, media.charset))
             except SoapError:
                 return self._error(transport, 400, "Not a valid acceptMessage request")
         else:

@@ -21,6 +21,7 @@ are the contract partners code against.
 
 from __future__ import annotations
 
+import codecs
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape as _xml_escape
 from xml.sax.saxutils import quoteattr
@@ -63,12 +64,16 @@ def _elements(parent: Element) -> list[Element]:
     return [c for c in parent if isinstance(c.tag, str)]
 
 
-def parse_accept_message(body: bytes) -> str:
+def parse_accept_message(body: bytes, http_charset: str | None = None) -> str:
     """The text of ``Envelope/Body/acceptMessage/arg0``; raises SoapError.
 
     CDATA and escaped text are equivalent. An empty arg0 returns "" (the
-    caller then finds no MSH segment).
+    caller then finds no MSH segment). ``http_charset``: the request's
+    ``Content-Type`` charset, used when the body has no XML declaration (XML
+    itself would assume UTF-8); with a declaration, the declaration decides.
     """
+    if http_charset and not body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml"):
+        body = _as_utf8(body, http_charset)
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException:
@@ -91,6 +96,20 @@ def parse_accept_message(body: bytes) -> str:
     if _elements(arg0):
         raise SoapError("arg0 must hold text, not elements")
     return arg0.text or ""
+
+
+def _as_utf8(body: bytes, charset: str) -> bytes:
+    """``body`` re-encoded from ``charset`` to UTF-8 (unchanged for an unknown charset)."""
+    try:
+        codec = codecs.lookup(charset.strip()).name
+    except (LookupError, ValueError):
+        return body
+    if codec == "utf-8":
+        return body
+    try:
+        return body.decode(codec).encode("utf-8")
+    except UnicodeDecodeError:
+        raise SoapError("SOAP request does not decode in the charset of its Content-Type") from None
 
 
 def message_bytes(text: str) -> bytes:

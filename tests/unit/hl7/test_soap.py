@@ -230,3 +230,17 @@ def test_wsdl_escapes_endpoint(tmp_path: Path) -> None:
     client = zeep.Client(str(path))
     port = client.wsdl.services[SERVICE_NAME].ports[PORT_NAME]
     assert port.binding_options["address"] == 'https://h.example.test/soap?a=1&b="2"'
+
+
+def test_http_charset_decodes_an_envelope_without_xml_declaration() -> None:
+    """RFC 7303: for text/xml the Content-Type charset tells how the body is encoded."""
+    text = "MSH|^~\\&|SYST\u00c8ME|trustalias{trustalias}|PKB|PKB|20240101||ADT^A01|C1|P|2.4"
+    escaped = text.replace("&", "&amp;")
+    body = envelope(f"<arg0>{escaped}</arg0>").split(b"?>", 1)[1].decode().encode("latin-1")
+    assert parse_accept_message(body, "ISO-8859-1") == text
+    with pytest.raises(SoapError):
+        parse_accept_message(body)  # no charset, no declaration: XML says UTF-8, and it is not
+    declared = b'<?xml version="1.0" encoding="ISO-8859-1"?>' + body
+    assert parse_accept_message(declared, "UTF-8") == text  # the declaration decides
+    with pytest.raises(SoapError):
+        parse_accept_message(body, "no-such-charset")  # unknown charset: ignored, so UTF-8 again
