@@ -370,7 +370,8 @@ def main() -> int:
         "processor_vs_naive": round(tput["processor"] / tput["naive_hl7apy"], 1) if tput["naive_hl7apy"] else None,
         # What the Avro library alone costs: the cap for any processor that encodes with it.
         "ceiling_plus_avro_encode_vs_ceiling": (
-            round(tput["ceiling_plus_avro_encode"] / tput["ceiling"], 3) if tput.get("ceiling_plus_avro_encode") else None
+            round(tput["ceiling_plus_avro_encode"] / tput["ceiling"], 3)
+            if tput.get("ceiling_plus_avro_encode") and tput["ceiling"] else None
         ),
         "latency": lat,
         "wall_s": round(time.time() - t0, 1),

@@ -471,7 +471,9 @@ class StreamProcessor:
                     PROCESSOR_END_TO_END.observe(latency)
         for pending in (self._oversize, self._suspects):
             if pending:  # forget partitions no longer owned (their new owner starts afresh)
-                pending.difference_update({(s, p, o) for (s, p, o) in pending if (s, p) not in self._assigned})
+                pending.difference_update(
+                    {(s, p, o) for (s, p, o) in pending if (s, p) not in self._assigned}
+                )
 
     # ------------------------------------------------------------------ recovery
     def _recover(self, exc: KafkaException, offsets: dict[tuple[str, int], int]) -> bool:

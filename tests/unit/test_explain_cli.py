@@ -185,7 +185,8 @@ def test_charset_option_gives_the_edges_answer_for_a_request_charset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     msg_file = tmp_path / "latin1.hl7"
-    msg_file.write_bytes(message("trustalias{trustalias}", "L1").replace(b"TEST^PATIENT", "T\u00c9ST".encode("latin-1")))
+    latin1 = message("trustalias{trustalias}", "L1").replace(b"TEST^PATIENT", "T\u00c9ST".encode("latin-1"))
+    msg_file.write_bytes(latin1)
     base = ["explain", "--registry", str(SAMPLE), "--principal", "mailco"]
     answers = []
     for extra in ([], ["--charset", "ISO-8859-1"]):
