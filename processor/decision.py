@@ -22,7 +22,7 @@ from processor.hl7.msh4 import parse_msh4
 from processor.reasons import Reason
 from processor.registry.model import Customer, Principal, PrincipalType, Registry
 
-__all__ = ["Accepted", "Rejected", "Decision", "decide"]
+__all__ = ["Accepted", "Rejected", "Decision", "decide", "best_effort_header"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def _shown(alias: str) -> str:
     return alias if len(alias) <= _MAX_SHOWN else alias[: _MAX_SHOWN - 3] + "..."
 
 
-def _best_effort_header(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
+def best_effort_header(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
+    """The message's MSH when it can be read, else ``None``: for provenance fields and
+    replies around a decision that failed for another reason."""
     try:
         return read_header(payload, default_charset)
     except MalformedHl7:
@@ -94,7 +96,7 @@ def decide(
             "decision failed for principal %r: %s", str(principal_id)[:_MAX_SHOWN], type(exc).__name__
         )
         try:
-            header = _best_effort_header(payload, default_charset)
+            header = best_effort_header(payload, default_charset)
         except Exception:  # noqa: BLE001
             header = None
         return Rejected(
@@ -139,14 +141,14 @@ def _decide(
             if ptype is not None
             else "principal type is not 'partner' or 'customer'"
         )
-        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, _best_effort_header(payload, default_charset))
+        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, best_effort_header(payload, default_charset))
     # Row 3
     if not principal.active:
         return Rejected(
             Reason.PRINCIPAL_NOT_ACTIVE,
             f"{principal.type.value} {principal.id} is not active",
             version,
-            _best_effort_header(payload, default_charset),
+            best_effort_header(payload, default_charset),
         )
     # Row 4
     try:

@@ -27,8 +27,8 @@ from processor.avro.raw import (
     parse_epoch_micros,
 )
 from processor.avro.records import accepted_record, dead_letter_record
-from processor.decision import Accepted, decide
-from processor.hl7.header import MshHeader, read_header
+from processor.decision import Accepted, best_effort_header, decide
+from processor.hl7.header import MshHeader
 from processor.reasons import Reason
 from processor.registry.model import Registry
 
@@ -140,14 +140,6 @@ def principal_label(registry: Registry, principal_id: str | None) -> str:
     return UNKNOWN_PRINCIPAL
 
 
-def _header_or_none(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
-    """Best-effort MSH for dead-letter provenance fields; ``None`` when unreadable."""
-    try:
-        return read_header(payload, default_charset)
-    except Exception:  # noqa: BLE001 - provenance is optional, the reason is already known
-        return None
-
-
 def _headers_out(raw: RawRecord, kafka_headers: KafkaHeaders | None) -> list[tuple[str, Any]]:
     if kafka_headers is not None:
         return list(kafka_headers)
@@ -227,7 +219,7 @@ def route(
     if problem is not None:
         return _dead_letter(
             raw, registry, reason=Reason.MISSING_METADATA, detail=problem,
-            header=_header_or_none(raw.value, raw.headers.get(HEADER_CHARSET) or None), **common,
+            header=best_effort_header(raw.value, raw.headers.get(HEADER_CHARSET) or None), **common,
         )
     principal_id = raw.headers[HEADER_PRINCIPAL_ID]
     received_at_us = parse_epoch_micros(raw.headers[HEADER_RECEIVED_AT])  # row 1: a valid long
@@ -309,7 +301,7 @@ def unreadable_headers_dead_letter(
     the payload is kept, and no header is carried over (none can be)."""
     return _dead_letter(
         raw, registry, reason=Reason.MISSING_METADATA, detail=UNREADABLE_HEADERS_DETAIL,
-        header=_header_or_none(raw.value), now_us=now_us, topics=topics, encode=encode, headers=[],
+        header=best_effort_header(raw.value), now_us=now_us, topics=topics, encode=encode, headers=[],
     )
 
 
