@@ -15,6 +15,8 @@ of ASCII); MSH bytes that are not UTF-8 without a declaration are malformed.
 
 from __future__ import annotations
 
+import codecs
+
 __all__ = ["DEFAULT_CODEC", "codec_for", "charset_from_http", "iana_name", "payload_decodes"]
 
 DEFAULT_CODEC = "utf-8"
@@ -55,8 +57,6 @@ def charset_from_http(charset: str) -> str | None:
     Why: a sender may declare the character set on the request instead of in MSH-18
     (common for 8859/1 feeds); it then applies exactly as if MSH-18 had said it.
     """
-    import codecs
-
     try:
         name = codecs.lookup(charset.strip()).name
     except (LookupError, ValueError):
