@@ -31,12 +31,16 @@ _CODECS: dict[str, str] = {
     "ISO IR192": "utf-8",
     "KS X 1001": "euc_kr",  # trail bytes are 0xA1-0xFE: byte split is safe
 }
+# Python codec name (as codecs.lookup() spells it) -> the table 0211 value to use.
+_HL7_NAME_BY_CODEC: dict[str, str] = {
+    "ascii": "ASCII",
+    "utf-8": "UNICODE UTF-8",
+    "euc_kr": "KS X 1001",
+    "latin-1": "8859/1",  # codecs.lookup("ISO-8859-1").name
+}
 for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15):
     _CODECS[f"8859/{_n}"] = f"iso8859-{_n}"
-# Python codec name (as codecs.lookup() spells it) -> the table 0211 value to use.
-_HL7_NAME_BY_CODEC: dict[str, str] = {"ascii": "ASCII", "utf-8": "UNICODE UTF-8", "euc_kr": "KS X 1001"}
-_HL7_NAME_BY_CODEC.update({f"iso8859-{_n}": f"8859/{_n}" for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15)})
-_HL7_NAME_BY_CODEC["latin-1"] = "8859/1"  # codecs.lookup("ISO-8859-1").name
+    _HL7_NAME_BY_CODEC[f"iso8859-{_n}"] = f"8859/{_n}"
 
 
 def codec_for(character_set: str | None) -> str | None:
