@@ -36,7 +36,6 @@ _HL7_NAME_BY_CODEC: dict[str, str] = {
     "ascii": "ASCII",
     "utf-8": "UNICODE UTF-8",
     "euc_kr": "KS X 1001",
-    "latin-1": "8859/1",  # codecs.lookup("ISO-8859-1").name
 }
 for _n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15):
     _CODECS[f"8859/{_n}"] = f"iso8859-{_n}"
