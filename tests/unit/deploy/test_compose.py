@@ -271,10 +271,11 @@ def test_no_secret_values_in_compose(services: dict[str, Any], env_of: Callable[
 
 
 def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
-    # Optional strict validator (PyPI `compose-spec`, bindings of the Rust compose_spec crate):
-    # rejects unknown keys, bad durations and unknown depends_on conditions. It does not
-    # resolve YAML merge keys itself, so it gets the merged document; x- extensions dropped.
-    compose_spec = pytest.importorskip("compose_spec")
+    # Strict validator (PyPI `compose-spec`, in the test extra; bindings of the Rust
+    # compose_spec crate): rejects unknown keys, bad durations and unknown depends_on
+    # conditions. It does not resolve YAML merge keys itself, so it gets the merged
+    # document; x- extensions dropped.
+    import compose_spec
     merged = {key: value for key, value in compose.items() if not key.startswith("x-")}
     parsed = compose_spec.PyCompose.from_yaml(yaml.safe_dump(merged, sort_keys=False))
     assert set(parsed.service_names()) == EXPECTED_SERVICES
