@@ -81,3 +81,11 @@ REGISTRY_INFO = Gauge(
 )
 BUILD_INFO = Info("hl7_gateway_build", "Version of the gateway package.")
 BUILD_INFO.info({"version": __version__})
+
+# Series that alerts watch with increase()/rate() exist at 0 from the start: a series
+# born at 1 looks unchanged to increase(), so the first refused reload or the first
+# aborted transaction would never fire its alert.
+for _result in ("ok", "error"):
+    REGISTRY_RELOADS.labels(result=_result)
+for _result in ("committed", "aborted"):
+    PROCESSOR_TRANSACTIONS.labels(result=_result)
