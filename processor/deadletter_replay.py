@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -223,7 +223,7 @@ class DeadLetterReplayer:
             result.chosen.append(candidate)
         return result
 
-    def publish(self, candidates: Iterable[Candidate], progress: Progress | None = None) -> int:
+    def publish(self, candidates: Sequence[Candidate], progress: Progress | None = None) -> int:
         """Re-publish to the raw topic, each with its ledger entry in the same transaction."""
         from confluent_kafka import Producer
 
@@ -233,6 +233,15 @@ class DeadLetterReplayer:
             self._settings, **{"transactional.id": f"{self._settings.consumer_group}-deadletter-replay"}
         ))
         producer.init_transactions(30)
+        # init_transactions fenced any other replay run (same transactional.id) and settled
+        # its open transaction: read the ledger again, so what it replayed after our scan
+        # is not replayed twice.
+        done = self.replayed()
+        fresh = [cand for cand in candidates if cand.coordinate not in done]
+        if len(fresh) != len(candidates):
+            log.warning("%d dead letter(s) were replayed by another run since the scan; skipped",
+                        len(candidates) - len(fresh))
+        candidates = fresh
         ledger = ledger_topic(self._settings)
         published = 0
         batch: list[Candidate] = []

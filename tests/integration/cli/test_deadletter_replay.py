@@ -9,6 +9,7 @@ import pytest
 
 from processor.avro.codec import AvroCodec
 from processor.cli import main
+from processor.deadletter_replay import DeadLetterReplayer, ReplayCriteria
 from processor.registry.watcher import RegistryWatcher
 from processor.stream.processor import StreamProcessor
 from tests.integration.stream.stream_kit import (
@@ -77,8 +78,16 @@ def test_replay_after_grant_is_added_accepts_exactly_once(
         assert "1 dead letter(s) match" in dry and "dry run" in dry
         assert len(read_outputs(settings, expect=2, timeout=5)) == 2  # dry run published nothing
 
+        # A second operator scans now, and publishes only after the first replay ran.
+        stale_replayer = DeadLetterReplayer(settings)
+        stale = stale_replayer.scan(ReplayCriteria(reasons=frozenset({"PARTNER_NOT_AUTHORISED"})), watcher.current)
+        assert len(stale.chosen) == 1
+
         assert main(["deadletter", "replay", "--reason", "PARTNER_NOT_AUTHORISED", "--execute", "--yes"]) == 0
         assert "replayed 1 record(s)" in capsys.readouterr().out
+        # Its scan is stale, but the ledger is read again once its producer owns the
+        # transactional id: nothing is replayed twice.
+        assert stale_replayer.publish(stale.chosen) == 0
 
         outputs = read_outputs(settings, expect=3)
         accepted = [r for r in outputs if r.topic == settings.topic_accepted]
