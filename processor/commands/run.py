@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -47,6 +48,15 @@ def _registry_path(args: argparse.Namespace, settings: Settings) -> Path:
         return Path(args.registry)
     return Path(settings.registry_file) if settings.registry_file else Path(DEMO_REGISTRY_PATH)
 
+
+
+def _own_command() -> str:
+    """How to call this command again from the same shell: the console script as invoked
+    (``make run`` uses ``.venv/bin/hl7-processor``, not on PATH), else ``python -m processor``."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "hl7-processor":
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m processor"
 
 def main(args: argparse.Namespace) -> int:
     from processor.edge.server import EdgeServer
@@ -104,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
             "\nSend the seed message as the demo partner:\n\n"
             f"  {curl_command(url)}\n\n"
             f"Read what was routed:  HL7_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
-            f"hl7-processor decode {settings.topic_accepted}\n"
+            f"{_own_command()} decode {settings.topic_accepted}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )

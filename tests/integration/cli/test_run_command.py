@@ -3,6 +3,7 @@ the message is routed to hl7.accepted; Ctrl-C stops everything with status 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -67,6 +68,17 @@ def test_run_prints_a_working_curl_and_routes_the_seed_message(kafka_bootstrap: 
         assert record["message_control_id"] == "DEMO0001"
         assert record["principal_id"] == "mailco"
         assert record["data_controller_alias"] == "trustalias"
+
+        # The printed "read what was routed" command works as pasted (no venv on PATH needed).
+        read_cmd = None
+        while read_cmd is None:
+            line = proc.stdout.readline()
+            assert line, "no 'Read what was routed' line printed"
+            if line.startswith("Read what was routed:"):
+                read_cmd = line.split(":", 1)[1].strip()
+        decoded = subprocess.run(["bash", "-c", read_cmd + " --max 1 --timeout 30"], capture_output=True,
+                                 text=True, timeout=90, env={"PATH": "/usr/bin:/bin"})
+        assert json.loads(decoded.stdout.splitlines()[0])["message_control_id"] == "DEMO0001", decoded.stderr
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 0
