@@ -41,9 +41,14 @@ ALIAS_RE = re.compile(r"[A-Za-z0-9._-]+")
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 """Ids are Kafka-key parts (``id|MSH-4``) and metric labels: same safe alphabet as aliases."""
 _ARGON2ID_PHC = re.compile(
-    r"\$argon2id\$v=19\$m=[1-9][0-9]{0,9},t=[1-9][0-9]{0,9},p=[1-9][0-9]{0,3}"
+    r"\$argon2id\$v=19\$m=([1-9][0-9]{0,9}),t=([1-9][0-9]{0,9}),p=([1-9][0-9]{0,3})"
     r"\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}"
 )
+# Ceiling on the cost a hash may ask for: every cold login runs it on the edge's small
+# worker pool, so one entry with m=4 GiB would exhaust the host (a registry typo, or worse).
+_ARGON2_MAX_MEMORY_KIB = 1024 * 1024  # 1 GiB; OWASP's minimum is 19 MiB
+_ARGON2_MAX_TIME_COST = 64
+_ARGON2_MAX_PARALLELISM = 64
 _KEY_RE = re.compile(r"[A-Za-z0-9_]{1,40}")
 _MAX_USERNAME = 256
 _MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -206,7 +211,7 @@ class _Checker:
         return value
 
     def password_hash(self, entry: dict[str, Any], where: str) -> str | None:
-        return self.string(
+        value = self.string(
             entry,
             "password_hash",
             where,
@@ -215,6 +220,19 @@ class _Checker:
             pattern_text="an argon2id PHC string ($argon2id$v=19$m=..,t=..,p=..$salt$hash)",
             secret=True,
         )
+        match = _ARGON2ID_PHC.fullmatch(value) if value else None
+        if match is not None:
+            memory, time_cost, lanes = (int(g) for g in match.groups())
+            if (memory > _ARGON2_MAX_MEMORY_KIB or time_cost > _ARGON2_MAX_TIME_COST
+                    or lanes > _ARGON2_MAX_PARALLELISM):
+                self.error(
+                    f"{where}.password_hash",
+                    f"argon2id cost m={memory},t={time_cost},p={lanes} is above the ceiling "
+                    f"(m<={_ARGON2_MAX_MEMORY_KIB} KiB, t<={_ARGON2_MAX_TIME_COST}, "
+                    f"p<={_ARGON2_MAX_PARALLELISM}): every login would run it",
+                )
+                return None
+        return value
 
 
 def _type_name(value: object) -> str:

@@ -138,6 +138,8 @@ INVALID: list[tuple[str, Callable[[Doc], None], str]] = [
     ("hash-argon2i", _set("partners.0.password_hash", "$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"), "partners[0] (id=mailco).password_hash: must match an argon2id PHC string"),
     ("hash-bcrypt", _set("partners.0.password_hash", "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"), "partners[0] (id=mailco).password_hash"),
     ("hash-plaintext", _set("customers.0.login.password_hash", "testing"), "customers[0] (id=trust-1).login.password_hash"),
+    ("hash-cost-too-high", _set("partners.0.password_hash", "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+     "partners[0] (id=mailco).password_hash: argon2id cost m=4194304,t=2,p=1 is above the ceiling"),
     ("hash-missing", _set("partners.0.password_hash", ...), "partners[0] (id=mailco).password_hash: required"),
     ("username-colon", _set("partners.0.username", "a:b"), "partners[0] (id=mailco).username: must not contain ':'"),
     ("username-empty", _set("partners.0.username", ""), "partners[0] (id=mailco).username: must be 1-256"),
