@@ -271,25 +271,10 @@ def oversize_dead_letter(
     slim = RawRecord(raw.topic, raw.partition, raw.offset, raw.key, b"", {
         name: raw.headers[name] for name in REQUIRED_HEADERS if name in raw.headers
     })
-    record = dead_letter_record(
-        reason=Reason.PROCESSING_ERROR,
-        detail=OVERSIZE_DETAIL,
-        raw=slim,
-        dead_lettered_at_us=now_us,
-        registry_version=registry.version,
-        header=None,
-    )
-    headers = [(n, v) for n, v in _headers_out(raw, kafka_headers) if n in REQUIRED_HEADERS]
-    return Routed(
-        outcome="deadletter",
-        topic=topics.deadletter,
-        key=raw.key,
-        value=encode(topics.deadletter, record),
-        headers=headers,
-        reason=Reason.PROCESSING_ERROR,
-        detail=OVERSIZE_DETAIL,
-        principal=principal_label(registry, raw.principal_id),
-        received_at_us=raw.received_at_us,
+    return _dead_letter(
+        slim, registry, reason=Reason.PROCESSING_ERROR, detail=OVERSIZE_DETAIL, header=None,
+        now_us=now_us, topics=topics, encode=encode,
+        headers=[(n, v) for n, v in _headers_out(raw, kafka_headers) if n in REQUIRED_HEADERS],
     )
 
 
