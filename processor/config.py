@@ -51,7 +51,23 @@ class Settings(BaseSettings):
     publish_timeout_seconds: float = 10.0
     login_failures_per_minute: int = 10
     login_lockout_seconds: float = 60.0
+    # A username lock-out never refuses an address (IPv6: its /64) that signed in as that
+    # username within this many seconds.
+    login_known_address_seconds: float = 86_400.0
     argon2_workers: int = 2
+
+    # Limits against hostile clients (docs/edge.md "Hardening"; defaults borrowed from
+    # nginx, Envoy and Kestrel, see there).
+    edge_header_timeout_seconds: float = 10.0  # request line + headers must arrive within this
+    edge_body_min_rate_bytes: int = 240  # bytes/s a request body must keep up (Kestrel's default)
+    edge_body_rate_grace_seconds: float = 5.0  # ... measured after this grace period
+    edge_keepalive_seconds: float = 30.0  # idle time allowed between requests on one connection
+    edge_max_header_count: int = 100  # request headers (Envoy, Kestrel: 100); 431 above
+    edge_max_header_bytes: int = 32_768  # request line + headers (nginx, Kestrel: 32 KiB); 431 above
+    edge_max_connections: int = 2048  # open connections; beyond: 503 + Retry-After, then close
+    edge_max_requests_in_progress: int = 128  # concurrent requests; beyond: 503 + Retry-After
+    edge_max_buffered_body_bytes: int = 128 * MIB  # request bodies held at once; beyond: 503
+    soap_workers: int = 2  # threads parsing SOAP envelopes (off the event loop)
 
     topic_raw: str = "hl7.raw"
     topic_accepted: str = "hl7.accepted"

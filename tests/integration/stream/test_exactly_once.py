@@ -73,6 +73,12 @@ class Proc:
         self._fh.close()
 
     def terminate(self) -> int:
+        # SIGTERM before the process has installed its handlers (still importing) kills it
+        # with -15: a race of the test, not of the processor. Its producer being ready
+        # is logged after the handlers are in place.
+        assert wait_for(lambda: b"transactional producer ready" in self.log.read_bytes(), 60, interval=0.1), (
+            f"processor never became ready: {self.log.read_text()[-2000:]}"
+        )
         self.popen.send_signal(signal.SIGTERM)
         try:
             rc = self.popen.wait(60)
