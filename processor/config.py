@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     edge_max_header_bytes: int = 32_768  # request line + headers (nginx, Kestrel: 32 KiB); 431 above
     edge_max_connections: int = 2048  # open connections; beyond: 503 + Retry-After, then close
     edge_max_requests_in_progress: int = 128  # concurrent requests; beyond: 503 + Retry-After
-    edge_max_buffered_body_bytes: int = 128 * MIB  # request bodies held at once; beyond: 503
+    edge_max_buffered_body_bytes: int = 64 * MIB  # request bodies held at once; beyond: 503
     soap_workers: int = 2  # threads parsing SOAP envelopes (off the event loop)
 
     topic_raw: str = "hl7.raw"

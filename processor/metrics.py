@@ -15,6 +15,8 @@ __all__ = [
     "EDGE_AUTH_FAILURES",
     "EDGE_REQUEST_DURATION",
     "EDGE_PUBLISH_DURATION",
+    "EDGE_LIMIT_REFUSALS",
+    "EDGE_OPEN_CONNECTIONS",
     "PROCESSOR_RECORDS",
     "PROCESSOR_TRANSACTIONS",
     "PROCESSOR_END_TO_END",
@@ -35,7 +37,7 @@ EDGE_REQUESTS = Counter(
 )
 EDGE_AUTH_FAILURES = Counter(
     "hl7_edge_auth_failures_total",
-    "Refused logins: bad_credentials, network_not_allowed, rate_limited.",
+    "Refused logins: bad_credentials, missing_credentials, network_not_allowed, rate_limited.",
     ["reason"],
 )
 EDGE_REQUEST_DURATION = Histogram(
@@ -48,6 +50,15 @@ EDGE_PUBLISH_DURATION = Histogram(
     "hl7_edge_publish_duration_seconds",
     "Time from produce() to Kafka's delivery report for hl7.raw.",
     buckets=_LATENCY_BUCKETS,
+)
+EDGE_LIMIT_REFUSALS = Counter(
+    "hl7_edge_limit_refusals_total",
+    "Connections or requests refused by a hostile-client limit (docs/edge.md, Hardening).",
+    ["limit"],
+)
+EDGE_OPEN_CONNECTIONS = Gauge(
+    "hl7_edge_open_connections",
+    "HTTP connections currently open on the edge.",
 )
 PROCESSOR_RECORDS = Counter(
     "hl7_processor_records_total",
@@ -89,3 +100,8 @@ for _result in ("ok", "error"):
     REGISTRY_RELOADS.labels(result=_result)
 for _result in ("committed", "aborted"):
     PROCESSOR_TRANSACTIONS.labels(result=_result)
+for _limit in (
+    "connections", "requests_in_progress", "body_budget", "header_timeout", "header_bytes",
+    "header_count", "body_rate",
+):
+    EDGE_LIMIT_REFUSALS.labels(limit=_limit)

@@ -1,14 +1,18 @@
 """The edge receiver's ASGI application (Starlette): HTTP/SOAP in, ``hl7.raw`` out.
 
-Request path for ``POST /hl7`` and ``POST /soap``, cheapest refusals first:
+Request path for ``POST /hl7`` and ``POST /soap``, cheapest refusals first (the
+connection-level limits of ``processor.edge.limits`` apply before any of this):
 
-1. registry loaded, else 503;
-2. failed-login lock-out for the source address / username, else 429 (before any
-   argon2 work, so brute force cannot burn CPU);
-3. HTTP Basic against the registry (argon2 on a bounded pool, successes cached), else 401;
-4. ``allowed_networks``, else 403;
-5. content type, else 415; body read with a running byte count, else 413;
-6. SOAP unwrapping (``/soap``), decision rows 4-11, store in Kafka, then the ACK.
+1. a request-in-progress slot (``processor.edge.admission``), else 503;
+2. registry loaded, else 503;
+3. failed-login lock-out for the source address / username, else 429 (before any
+   argon2 work, so brute force cannot burn CPU; the attempt counts as it starts);
+4. HTTP Basic against the registry (argon2 on a bounded pool, successes cached), else 401;
+5. ``allowed_networks``, else 403;
+6. content type, else 415; body read within the body-bytes budget (else 503) with a
+   running byte count, else 413;
+7. SOAP unwrapping (``/soap``, off the event loop on a bounded pool), decision rows
+   4-11, store in Kafka, then the ACK.
 
 Nothing here logs message content: log lines carry the ingest id, principal id,
 status and ACK code only; unexpected exceptions are logged by type.
@@ -25,13 +29,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import anyio
+from anyio import CapacityLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from processor.config import Settings
+from processor.edge.admission import Admission, BadLength, BodyTooLarge, OverBudget, read_body
 from processor.edge.auth import WWW_AUTHENTICATE, LoginRateLimiter, parse_basic
 from processor.edge.intake import (
     HL7_MEDIA_TYPES,
@@ -54,7 +60,8 @@ from processor.hl7.soap import (
     message_bytes,
     parse_accept_message,
 )
-from processor.metrics import EDGE_AUTH_FAILURES, EDGE_REQUEST_DURATION, EDGE_REQUESTS
+from processor.edge.limits import RETRY_AFTER_BUSY
+from processor.metrics import EDGE_AUTH_FAILURES, EDGE_LIMIT_REFUSALS, EDGE_REQUEST_DURATION, EDGE_REQUESTS
 from processor.registry.credentials import Authenticator, AuthenticatorBusy
 from processor.registry.model import Principal, Registry
 from processor.registry.networks import address_allowed, client_address
@@ -70,14 +77,6 @@ _RETRY_AFTER_UNAVAILABLE = "5"
 _PATH_TRANSPORT = {"/hl7": "http", "/soap": "soap"}
 _SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BadLength(Exception):
-    pass
 
 
 @dataclass(slots=True)
@@ -98,28 +97,6 @@ def _registry_or_none(source: RegistrySource) -> Registry | None:
         return None
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (without buffering) anything over ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise _BadLength from None
-        if length < 0:
-            raise _BadLength
-        if length > limit:
-            raise _BodyTooLarge
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class _Edge:
     """Request handlers sharing the registry source, authenticator, limiter and publisher."""
 
@@ -134,11 +111,18 @@ class _Edge:
         self.registry_source = registry_source
         self.authenticator = authenticator
         self.publisher = publisher
-        self.limiter = LoginRateLimiter(settings.login_failures_per_minute, settings.login_lockout_seconds)
+        self.limiter = LoginRateLimiter(
+            settings.login_failures_per_minute,
+            settings.login_lockout_seconds,
+            known_address_seconds=settings.login_known_address_seconds,
+        )
         self.trusted = settings.trusted_proxy_list
+        self.admission = Admission(settings.edge_max_requests_in_progress, settings.edge_max_buffered_body_bytes)
+        self.soap_pool = CapacityLimiter(max(1, settings.soap_workers))
+        # SPEC 4: readiness is "registry loaded and process healthy", never Kafka. During a
+        # broker outage the edge must stay in the load balancer and answer 503 + AE itself.
         self.readiness = Readiness()
         self.readiness.add("registry", lambda: _registry_or_none(registry_source) is not None)
-        self.readiness.add("kafka", lambda: publisher.ready)
 
     # -- replies -----------------------------------------------------------------------------
     @staticmethod
@@ -148,8 +132,8 @@ class _Edge:
             return _Reply(status, build_fault(code, message), _SOAP_CONTENT_TYPE, headers=headers)
         return _Reply(status, (message + "\n").encode(), _TEXT, headers=headers)
 
-    def _unauthorised(self, transport: str) -> _Reply:
-        EDGE_AUTH_FAILURES.labels("bad_credentials").inc()
+    def _unauthorised(self, transport: str, reason: str = "bad_credentials") -> _Reply:
+        EDGE_AUTH_FAILURES.labels(reason).inc()
         return self._error(transport, 401, "Unauthorized", **{"WWW-Authenticate": WWW_AUTHENTICATE})
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -167,7 +151,7 @@ class _Edge:
     async def soap_get(self, request: Request) -> Response:
         started = time.monotonic()
         if "wsdl" in {k.lower() for k in request.query_params.keys()}:
-            reply = _Reply(200, build_wsdl(self._endpoint_url(request)), _SOAP_CONTENT_TYPE)
+            reply = _Reply(200, build_wsdl(self._endpoint_url()), _SOAP_CONTENT_TYPE)
         else:
             reply = self._error("soap", 400, "GET is only for ?wsdl; POST SOAP requests")
         return self._finish(reply, "soap", started, body_consumed=True)
@@ -178,7 +162,14 @@ class _Edge:
         principal_or_reply = await self._authenticate(request, "http")
         if isinstance(principal_or_reply, _Reply):
             return self._finish(principal_or_reply, "other", started, body_consumed=False)
-        body = await _read_limited(request, self.settings.max_body_bytes)
+        held = [0]
+        try:
+            body = await read_body(
+                request.stream(), request.headers.get("content-length"), self.settings.max_body_bytes,
+                self.admission, held,
+            )
+        finally:
+            self.admission.release(held[0])
         return self._finish(_Reply(200, b"ok %d\n" % len(body), _TEXT), "other", started, body_consumed=True)
 
     async def livez(self, request: Request) -> Response:
@@ -211,11 +202,22 @@ class _Edge:
         received_at_us = time.time_ns() // 1000
         ingest_id = str(uuid.uuid4())
         state = {"body_consumed": False}
+        if not self.admission.try_enter():
+            EDGE_LIMIT_REFUSALS.labels("requests_in_progress").inc()
+            reply = self._error(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
+            return self._finish(reply, transport, started, body_consumed=False)
+        held = [0]  # body bytes reserved from the admission budget
         try:
-            reply = await self._intake(request, transport, ingest_id, received_at_us, state)
+            reply = await self._intake(request, transport, ingest_id, received_at_us, state, held)
+        except ClientDisconnect:  # gone mid-body (or closed by a connection limit): nobody to answer
+            log.info("ingest_id=%s client disconnected before its body was read: not stored", ingest_id)
+            reply = self._error(transport, 400, "Client disconnected")
         except Exception as exc:  # never a traceback to the client, never content in the log
             log.error("edge request failed: %s ingest_id=%s", type(exc).__name__, ingest_id)
             reply = self._error(transport, 500, "Internal error: the message was not acknowledged, retry later")
+        finally:
+            self.admission.release(held[0])
+            self.admission.leave()
         return self._finish(reply, transport, started, body_consumed=state["body_consumed"])
 
     def _finish(self, reply: _Reply, transport: str, started: float, *, body_consumed: bool) -> Response:
@@ -227,39 +229,56 @@ class _Edge:
             headers["Connection"] = "close"
         return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
 
+    def _rate_limited(self, transport: str, wait: int) -> _Reply:
+        EDGE_AUTH_FAILURES.labels("rate_limited").inc()
+        return self._error(transport, 429, "Too many failed logins", **{"Retry-After": str(wait)})
+
     async def _authenticate(self, request: Request, transport: str) -> Principal | _Reply:
         registry = _registry_or_none(self.registry_source)
         if registry is None:
             return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
-        creds = parse_basic(request.headers.get("authorization"))
+        authorization = request.headers.get("authorization")
+        creds = parse_basic(authorization)
         peer = request.client.host if request.client else ""
         # Every X-Forwarded-For line, in order: a proxy that appends its own line after
         # one the client sent must not have the client's line read as the whole list.
         forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
         source = client_address(peer, forwarded, self.trusted)
         request.state.source_ip = source
-        wait = self.limiter.retry_after(source, creds.username if creds else None)
-        if wait is not None:
-            EDGE_AUTH_FAILURES.labels("rate_limited").inc()
-            return self._error(transport, 429, "Too many failed logins", **{"Retry-After": str(wait)})
         if creds is None:
-            return self._unauthorised(transport)
+            wait = self.limiter.retry_after(source, None)
+            if wait is not None:
+                return self._rate_limited(transport, wait)
+            # No Authorization at all is how JAX-WS and .NET clients start (they send
+            # credentials after the 401 challenge): not a failed login.
+            return self._unauthorised(transport, "missing_credentials" if authorization is None else "bad_credentials")
+        # Counted as it starts, so concurrent guesses cannot outrun the limit.
+        # A partner's burst of first connections with the same credentials joins one
+        # attempt (and one argon2 run) instead of counting each connection.
+        attempt = self.limiter.try_begin(
+            source, creds.username, guess=self.authenticator.guess_key(creds.username, creds.password)
+        )
+        if isinstance(attempt, int):
+            return self._rate_limited(transport, attempt)
         try:
             principal = await self.authenticator.verify_async(creds.username, creds.password)
         except AuthenticatorBusy:
             # Server-side overload, not the sender's fault: no failed login is recorded.
+            attempt.cancelled()
             return self._error(transport, 503, "Busy, retry later", **{"Retry-After": "1"})
         if principal is None or not principal.active:
-            self.limiter.record_failure(source, creds.username)
+            attempt.failed()
             return self._unauthorised(transport)
-        self.limiter.record_success(creds.username)
         if not address_allowed(source, principal.allowed_networks):
+            attempt.cancelled()  # right password, wrong place: neither a guess nor a known address
             EDGE_AUTH_FAILURES.labels("network_not_allowed").inc()
             return self._error(transport, 403, "Forbidden")
+        attempt.succeeded()
         return principal
 
     async def _intake(
-        self, request: Request, transport: str, ingest_id: str, received_at_us: int, state: dict[str, bool]
+        self, request: Request, transport: str, ingest_id: str, received_at_us: int, state: dict[str, bool],
+        held: list[int],
     ) -> _Reply:
         principal = await self._authenticate(request, transport)
         if isinstance(principal, _Reply):
@@ -269,19 +288,30 @@ class _Edge:
         if media is None or media.type not in allowed:
             return self._error(transport, 415, "Unsupported content type")
         try:
-            body = await _read_limited(request, self.settings.max_body_bytes)
-        except _BodyTooLarge:
+            body = await read_body(
+                request.stream(), request.headers.get("content-length"), self.settings.max_body_bytes,
+                self.admission, held,
+            )
+        except BodyTooLarge:
             return self._error(transport, 413, "Request body too large")
-        except _BadLength:
+        except BadLength:
             return self._error(transport, 400, "Bad Content-Length")
+        except OverBudget:
+            EDGE_LIMIT_REFUSALS.labels("body_budget").inc()
+            return self._error(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
         state["body_consumed"] = True
 
         default_charset = None
         if transport == "soap":
             try:
-                payload = message_bytes(parse_accept_message(body, media.charset))
+                # Off the event loop, a bounded number at a time: a large envelope must not
+                # stall every other request (expat holds the GIL, but the loop still gets turns).
+                payload = await anyio.to_thread.run_sync(
+                    _unwrap_soap, body, media.charset, limiter=self.soap_pool
+                )
             except SoapError:
                 return self._error(transport, 400, "Not a valid acceptMessage request")
+            del body
         else:
             payload = body
             # A charset on the request applies when MSH-18 is empty; one we do not
@@ -334,17 +364,19 @@ class _Edge:
             return False
         return True
 
-    def _endpoint_url(self, request: Request) -> str:
-        """Public URL of ``/soap``: configured, else from the request (proxy headers if trusted)."""
+    def _endpoint_url(self) -> str:
+        """The WSDL's endpoint: ``HL7_EDGE_PUBLIC_URL`` + ``/soap``, else the relative ``/soap``.
+
+        Never from ``Host`` or ``X-Forwarded-Host``: anyone can send those, and a WSDL
+        pointing at ``http://evil.example/soap`` would send partners' credentials there.
+        """
         if self.settings.edge_public_url:
             return self.settings.edge_public_url.rstrip("/") + "/soap"
-        scheme = request.url.scheme
-        host = request.headers.get("host") or f"{self.settings.edge_host}:{self.settings.edge_port}"
-        peer = request.client.host if request.client else ""
-        if self.trusted and peer and address_allowed(peer, self.trusted):
-            scheme = (request.headers.get("x-forwarded-proto") or scheme).split(",")[0].strip()
-            host = (request.headers.get("x-forwarded-host") or host).split(",")[0].strip()
-        return f"{scheme}://{host}/soap"
+        return "/soap"
+
+
+def _unwrap_soap(body: bytes, charset: str | None) -> bytes:
+    return message_bytes(parse_accept_message(body, charset))
 
 
 def create_app(

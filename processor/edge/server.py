@@ -1,4 +1,4 @@
-"""Running the edge app on uvicorn (uvloop + httptools), standalone or embedded.
+"""Running the edge app on uvicorn (uvloop + httptools under ``edge.limits``), standalone or embedded.
 
 Graceful shutdown is uvicorn's: on SIGTERM/SIGINT (or ``stop()``) it closes the
 listening socket, lets in-flight requests finish (bounded by
@@ -26,6 +26,7 @@ import uvicorn
 
 from processor.config import Settings
 from processor.edge.app import RegistrySource, create_app
+from processor.edge.limits import ConnectionLimits, guarded_protocol
 from processor.errors import ConfigError
 
 __all__ = ["EdgeServer", "serve", "run_edge", "bind_socket", "uvicorn_config"]
@@ -55,19 +56,28 @@ def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench
     if bool(settings.edge_tls_certfile) != bool(settings.edge_tls_keyfile):
         raise ConfigError("HL7_EDGE_TLS_CERTFILE and HL7_EDGE_TLS_KEYFILE must be set together")
     app = create_app(settings, registry_source, bench=bench)
+    limits = ConnectionLimits(
+        header_timeout=settings.edge_header_timeout_seconds,
+        body_min_rate=settings.edge_body_min_rate_bytes,
+        body_rate_grace=settings.edge_body_rate_grace_seconds,
+        max_header_count=settings.edge_max_header_count,
+        max_header_bytes=settings.edge_max_header_bytes,
+        max_connections=settings.edge_max_connections,
+    )
     return uvicorn.Config(
         app,
         host=settings.edge_host,
         port=settings.edge_port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),
         lifespan="on",
         access_log=access_log,
         log_config=None,  # keep the process's logging setup (cli.py configures it)
         server_header=False,
         proxy_headers=False,  # X-Forwarded-For is judged by our own trusted-proxy rule
         timeout_graceful_shutdown=int(settings.publish_timeout_seconds + _GRACE_SLACK_S),
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(settings.edge_keepalive_seconds),
+        backlog=settings.edge_max_connections,
         ssl_certfile=str(settings.edge_tls_certfile) if settings.edge_tls_certfile else None,
         ssl_keyfile=str(settings.edge_tls_keyfile) if settings.edge_tls_keyfile else None,
     )

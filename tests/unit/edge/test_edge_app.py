@@ -94,13 +94,21 @@ def test_wsdl_uses_configured_public_url(registry: Registry) -> None:
     assert 'location="https://hl7.example.org/soap"' in resp.text
 
 
-def test_wsdl_honours_forwarded_proto_only_from_trusted_proxy(registry: Registry) -> None:
-    for trusted, expected in (("", "http://edge.test/soap"), ("0.0.0.0/0", "https://public.example/soap")):
-        settings = load_settings(kafka_bootstrap_servers="127.0.0.1:1", trusted_proxies=trusted)
-        app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
-        with TestClient(app, base_url="http://edge.test", client=("10.0.0.5", 40000)) as client:
-            resp = client.get("/soap?wsdl", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"})
-        assert f'location="{expected}"' in resp.text
+def test_wsdl_address_never_comes_from_host_or_forwarded_headers(registry: Registry) -> None:
+    """Without HL7_EDGE_PUBLIC_URL the WSDL names the relative /soap, even from a trusted
+    proxy; with it, exactly the configured address (SPEC 4)."""
+    hostile = {"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    for public_url, expected in ((None, "/soap"), ("https://hl7.example.org/", "https://hl7.example.org/soap")):
+        for trusted in ("", "0.0.0.0/0"):
+            settings = load_settings(
+                kafka_bootstrap_servers="127.0.0.1:1", trusted_proxies=trusted, edge_public_url=public_url
+            )
+            app = create_app(settings, lambda: registry, publisher=ExplodingPublisher())  # type: ignore[arg-type]
+            with TestClient(app, base_url="http://edge.test", client=("10.0.0.5", 40000)) as client:
+                resp = client.get("/soap?wsdl", headers=hostile)
+            assert resp.status_code == 200
+            assert f'location="{expected}"' in resp.text
+            assert "evil.example" not in resp.text
 
 
 def test_forwarded_for_over_several_header_lines_is_read_as_one_list(registry: Registry) -> None:
@@ -145,6 +153,9 @@ class BusyAuthenticator:
         from processor.registry.credentials import AuthenticatorBusy
 
         raise AuthenticatorBusy("queue full")
+
+    def guess_key(self, username: str, password: str) -> bytes:
+        return f"{username}\0{password}".encode()
 
     def close(self) -> None:
         pass

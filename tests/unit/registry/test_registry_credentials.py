@@ -26,12 +26,15 @@ class SpyHasher:
         self.calls: list[str] = []
         self.gate: threading.Event | None = None
         self.started = threading.Event()
+        self.error: Exception | None = None
 
     def verify(self, phc: str, password: bytes) -> bool:
         self.calls.append(phc)
         self.started.set()
         if self.gate is not None:
             self.gate.wait(30)
+        if self.error is not None:
+            raise self.error
         return self.real.verify(phc, password)
 
 
@@ -114,7 +117,7 @@ def test_cache_never_holds_the_password(registry: Registry) -> None:
         assert "pw-partner_mailco" not in repr(value)
 
 
-def test_cache_dropped_when_registry_changes(registry: Registry, sample_path: Path, hash_of: Callable[[str], str]) -> None:
+def test_rotated_hash_kills_the_cached_login(registry: Registry, sample_path: Path, hash_of: Callable[[str], str]) -> None:
     ref = [registry]
     auth, spy = make_auth(ref)
     assert auth.verify("partner_mailco", "pw-partner_mailco") is not None
@@ -174,12 +177,17 @@ def test_flood_is_bounded_and_loop_stays_free(registry: Registry) -> None:
         # both slots taken (one running, one queued): further checks are refused at once
         assert auth.pending == 2
         with pytest.raises(AuthenticatorBusy):
-            await auth.verify_async("partner_mailco", "pw-partner_mailco")
+            await auth.verify_async("partner_mailco", "wrong-2")
         assert auth.overloaded == 1
+        # ...but the same credentials as a run in progress join it: no new work, not busy
+        joiner = asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco"))
+        await asyncio.sleep(0)
+        assert auth.pending == 2 and auth.overloaded == 1
         assert not first.done()  # the loop ran our coroutine while argon2 was busy
         spy.gate.set()  # type: ignore[union-attr]
         assert (await first) is not None
         assert (await second) is None
+        assert (await joiner) is not None
         assert auth.pending == 0
 
     asyncio.run(scenario())
@@ -204,6 +212,230 @@ def test_cancelled_waiter_keeps_its_slot_until_the_job_ends(registry: Registry) 
 
     asyncio.run(scenario())
     auth.close()
+
+
+# --- the cache across registry reloads ----------------------------------------------------
+
+
+def _reload(text: str, old: str, new: str) -> Registry:
+    assert old in text
+    return parse_registry(text.replace(old, new).encode())
+
+
+def test_reload_keeps_unchanged_logins_and_rechecks_a_rotated_one(
+    registry: Registry, sample_path: Path, hash_of: Callable[[str], str]
+) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is not None
+    assert auth.verify("trust_user", "pw-trust_user") is not None
+    assert len(spy.calls) == 2
+    old_hash = registry.partner_by_id("mailco").password_hash  # type: ignore[union-attr]
+    ref[0] = _reload(sample_path.read_text(), old_hash, hash_of("rotated"))
+    assert ref[0].version != registry.version
+    customer = auth.verify("trust_user", "pw-trust_user")
+    assert customer is not None and customer.id == "trust-1"
+    assert len(spy.calls) == 2  # unchanged principal: still cached, no argon2 run
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is None  # changed: checked again
+    assert len(spy.calls) == 3
+    assert spy.calls[-1] == hash_of("rotated")
+
+
+def test_reload_keeps_every_login_when_no_principal_changed(registry: Registry, sample_path: Path) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    auth.verify("partner_mailco", "pw-partner_mailco")
+    ref[0] = _reload(sample_path.read_text(), "alias: gp2alias", "alias: gp2renamed")
+    assert ref[0].version != registry.version
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is not None
+    assert len(spy.calls) == 1
+
+
+def test_reload_returns_the_current_principal_from_a_cached_login(
+    registry: Registry, sample_path: Path
+) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    auth.verify("partner_mailco", "pw-partner_mailco")
+    ref[0] = _reload(sample_path.read_text(), "authorised_by: [trust-1, old-1]", "authorised_by: [trust-1]")
+    partner = auth.verify("partner_mailco", "pw-partner_mailco")
+    assert partner is not None and partner.authorised_by == frozenset({"trust-1"})  # not a stale copy
+    assert len(spy.calls) == 1  # grants are not part of the password check
+
+
+def test_deactivation_invalidates_the_cached_login(registry: Registry, sample_path: Path) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    auth.verify("partner_mailco", "pw-partner_mailco")
+    ref[0] = _reload(sample_path.read_text(), "  - id: mailco\n", "  - id: mailco\n    active: false\n")
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is None
+    assert len(spy.calls) == 2  # costs a full check, like any wrong password
+    ref[0] = registry  # reactivated: checked afresh, then cached again
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is not None
+    assert auth.verify("partner_mailco", "pw-partner_mailco") is not None
+    assert len(spy.calls) == 3
+
+
+def test_changed_networks_invalidate_the_cached_login(registry: Registry, sample_path: Path) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    assert auth.verify("trust_user", "pw-trust_user") is not None
+    ref[0] = _reload(sample_path.read_text(), '["203.0.113.0/24"]', '["203.0.113.0/25"]')
+    customer = auth.verify("trust_user", "pw-trust_user")
+    assert customer is not None and [str(n) for n in customer.allowed_networks] == ["203.0.113.0/25"]
+    assert len(spy.calls) == 2
+
+
+def test_unknown_users_still_use_the_dummy_hash_after_a_reload(registry: Registry, sample_path: Path) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref)
+    assert auth.verify("nobody", "x") is None
+    ref[0] = _reload(sample_path.read_text(), "alias: gp2alias", "alias: gp2renamed")
+    assert auth.verify("nobody", "x") is None
+    assert len(spy.calls) == 2
+    assert all(extract_parameters(h) == extract_parameters(spy.calls[0]) for h in spy.calls)
+    assert not any(h == p.password_hash for h in spy.calls for p in registry.partners)
+
+
+# --- single flight --------------------------------------------------------------------------
+
+
+def test_concurrent_identical_checks_share_one_argon2_run(registry: Registry) -> None:
+    auth, spy = make_auth([registry], workers=2, max_pending=4)
+    spy.gate = threading.Event()
+
+    async def scenario() -> None:
+        tasks = [
+            asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco")) for _ in range(32)
+        ]
+        await asyncio.sleep(0)  # every task has now joined
+        while not spy.started.is_set():
+            await asyncio.sleep(0.01)
+        assert auth.pending == 1  # the run is counted once, however many wait for it
+        assert [f.waiters for f in auth._flights.values()] == [32]
+        spy.gate.set()  # type: ignore[union-attr]
+        results = await asyncio.gather(*tasks)
+        assert all(p is not None and p.id == "mailco" for p in results)
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 1
+    assert auth.pending == 0 and auth._flights == {}
+    auth.close()
+
+
+@pytest.mark.parametrize(("username", "password"), [("partner_mailco", "wrong"), ("nobody", "x")])
+def test_a_failing_run_is_shared_too(registry: Registry, username: str, password: str) -> None:
+    auth, spy = make_auth([registry], workers=1)
+    spy.gate = threading.Event()
+
+    async def scenario() -> None:
+        tasks = [asyncio.ensure_future(auth.verify_async(username, password)) for _ in range(8)]
+        await asyncio.sleep(0)
+        spy.gate.set()  # type: ignore[union-attr]
+        assert await asyncio.gather(*tasks) == [None] * 8
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 1
+    assert auth._flights == {} and auth.pending == 0
+    auth.close()
+
+
+def test_a_run_that_raises_gives_every_waiter_the_error_and_is_cleaned_up(registry: Registry) -> None:
+    auth, spy = make_auth([registry], workers=1)
+    spy.gate = threading.Event()
+    spy.error = RuntimeError("boom")
+
+    async def scenario() -> None:
+        tasks = [asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco")) for _ in range(4)]
+        await asyncio.sleep(0)
+        spy.gate.set()  # type: ignore[union-attr]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert auth._flights == {} and auth.pending == 0
+        spy.error = None  # the next call is a fresh run, not the failed one
+        assert await auth.verify_async("partner_mailco", "pw-partner_mailco") is not None
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 2
+    auth.close()
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_shared_run(registry: Registry) -> None:
+    auth, spy = make_auth([registry], workers=1)
+    spy.gate = threading.Event()
+
+    async def scenario() -> None:
+        leaver = asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco"))
+        stayer = asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco"))
+        await asyncio.sleep(0)
+        leaver.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaver
+        spy.gate.set()  # type: ignore[union-attr]
+        found = await stayer
+        assert found is not None and found.id == "mailco"
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 1
+    assert auth._flights == {} and auth.pending == 0
+    auth.close()
+
+
+def test_a_queued_run_nobody_waits_for_any_more_is_dropped(registry: Registry) -> None:
+    auth, spy = make_auth([registry], workers=1, max_pending=4)
+    spy.gate = threading.Event()
+
+    async def scenario() -> None:
+        busy = asyncio.ensure_future(auth.verify_async("partner_mailco", "wrong"))
+        while not spy.started.is_set():
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(auth.verify_async("trust_user", "pw-trust_user")) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert auth.pending == 2
+        for task in queued:
+            task.cancel()
+        for task in queued:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert auth.pending == 1 and len(auth._flights) == 1  # only the running one is left
+        spy.gate.set()  # type: ignore[union-attr]
+        assert await busy is None
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 1  # the cancelled queued run never reached argon2
+    assert auth._flights == {} and auth.pending == 0
+    auth.close()
+
+
+def test_runs_for_different_registry_versions_are_not_shared(registry: Registry, sample_path: Path) -> None:
+    ref = [registry]
+    auth, spy = make_auth(ref, workers=2)
+    spy.gate = threading.Event()
+
+    async def scenario() -> None:
+        before = asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco"))
+        await asyncio.sleep(0)
+        ref[0] = _reload(sample_path.read_text(), "alias: gp2alias", "alias: gp2renamed")
+        after = asyncio.ensure_future(auth.verify_async("partner_mailco", "pw-partner_mailco"))
+        await asyncio.sleep(0)
+        assert len(auth._flights) == 2
+        spy.gate.set()  # type: ignore[union-attr]
+        assert (await before) is not None and (await after) is not None
+
+    asyncio.run(scenario())
+    assert len(spy.calls) == 2
+    auth.close()
+
+
+def test_guess_key_is_equal_for_equal_credentials_only(registry: Registry) -> None:
+    auth, _ = make_auth([registry])
+    key = auth.guess_key("partner_mailco", "pw-partner_mailco")
+    assert key == auth.guess_key("partner_mailco", b"pw-partner_mailco") and len(key) == 32
+    assert key != auth.guess_key("partner_mailco", "pw-partner_mailcO")
+    assert key != auth.guess_key("partner_mailc", "opw-partner_mailco")
+    assert b"pw-partner_mailco" not in key
+    other, _ = make_auth([registry])
+    assert other.guess_key("partner_mailco", "pw-partner_mailco") != key  # per-process key
 
 
 def test_production_parameters_are_the_documented_ones() -> None:
