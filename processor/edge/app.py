@@ -151,7 +151,7 @@ class _Edge:
     async def soap_get(self, request: Request) -> Response:
         started = time.monotonic()
         if "wsdl" in {k.lower() for k in request.query_params.keys()}:
-            reply = _Reply(200, build_wsdl(self._endpoint_url()), _SOAP_CONTENT_TYPE)
+            reply = _Reply(200, build_wsdl(self._endpoint_url(request)), _SOAP_CONTENT_TYPE)
         else:
             reply = self._error("soap", 400, "GET is only for ?wsdl; POST SOAP requests")
         return self._finish(reply, "soap", started, body_consumed=True)
@@ -364,15 +364,21 @@ class _Edge:
             return False
         return True
 
-    def _endpoint_url(self) -> str:
-        """The WSDL's endpoint: ``HL7_EDGE_PUBLIC_URL`` + ``/soap``, else the relative ``/soap``.
+    def _endpoint_url(self, request: Request) -> str:
+        """The WSDL's endpoint: ``HL7_EDGE_PUBLIC_URL`` + ``/soap``, else the address of the
+        socket the request arrived on (scheme from the connection's TLS state).
 
         Never from ``Host`` or ``X-Forwarded-Host``: anyone can send those, and a WSDL
         pointing at ``http://evil.example/soap`` would send partners' credentials there.
+        Behind a proxy the socket address is an internal one: set ``HL7_EDGE_PUBLIC_URL``.
         """
         if self.settings.edge_public_url:
             return self.settings.edge_public_url.rstrip("/") + "/soap"
-        return "/soap"
+        server = request.scope.get("server") or (self.settings.edge_host, self.settings.edge_port)
+        host, port = str(server[0]), server[1]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{request.url.scheme}://{host}:{port}/soap" if port else f"{request.url.scheme}://{host}/soap"
 
 
 def _unwrap_soap(body: bytes, charset: str | None) -> bytes:

@@ -119,12 +119,16 @@ def test_no_msh_segment_is_400_and_not_stored(edge: RunningEdge) -> None:
 @pytest.mark.parametrize("auth", [None, basic(SEED_USER, "wrong"), basic("nobody", "x"), "Bearer abc",
                                   basic("partner_old", PASSWORD)])
 def test_missing_bad_or_inactive_credentials_are_401(edge: RunningEdge, auth: str | None) -> None:
-    before = metric(edge, "hl7_edge_auth_failures_total", reason="bad_credentials")
+    # No Authorization at all is a client's challenge-seeking first request, not a failed login.
+    reason, other = ("missing_credentials", "bad_credentials") if auth is None else ("bad_credentials", "missing_credentials")
+    before = metric(edge, "hl7_edge_auth_failures_total", reason=reason)
+    before_other = metric(edge, "hl7_edge_auth_failures_total", reason=other)
     # distinct source addresses so these failures do not trip the rate limiter
     resp = post(edge, seed_message(), auth=auth, xff=f"198.51.100.{abs(hash(str(auth))) % 200 + 20}")
     assert resp.status_code == 401
     assert resp.headers["www-authenticate"] == 'Basic realm="HL7 API"'
-    assert metric(edge, "hl7_edge_auth_failures_total", reason="bad_credentials") == before + 1
+    assert metric(edge, "hl7_edge_auth_failures_total", reason=reason) == before + 1
+    assert metric(edge, "hl7_edge_auth_failures_total", reason=other) == before_other
 
 
 def test_address_outside_allowed_networks_is_403(edge: RunningEdge) -> None:
@@ -225,7 +229,8 @@ def test_health_endpoints(edge: RunningEdge) -> None:
     for path in ("/livez", "/healthz", "/readyz"):
         assert httpx.get(edge.url + path).status_code == 200
     body = httpx.get(edge.url + "/readyz").json()
-    assert body == {"ready": True, "checks": {"kafka": True, "registry": True}}
+    # SPEC 4: edge readiness is the registry only, never Kafka.
+    assert body == {"ready": True, "checks": {"registry": True}}
 
 
 def test_metrics_exposition(edge: RunningEdge) -> None:

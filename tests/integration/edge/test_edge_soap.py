@@ -33,8 +33,8 @@ def envelope(arg0: str) -> bytes:
     ).encode()
 
 
-def test_wsdl_served_with_request_derived_endpoint(edge: RunningEdge) -> None:
-    resp = httpx.get(edge.url + "/soap?wsdl")
+def test_wsdl_names_the_listening_socket_without_a_public_url(edge: RunningEdge) -> None:
+    resp = httpx.get(edge.url + "/soap?wsdl", headers={"Host": "evil.example"})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/xml")
     assert f'location="{edge.url}/soap"' in resp.text
 

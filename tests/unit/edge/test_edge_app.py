@@ -95,10 +95,13 @@ def test_wsdl_uses_configured_public_url(registry: Registry) -> None:
 
 
 def test_wsdl_address_never_comes_from_host_or_forwarded_headers(registry: Registry) -> None:
-    """Without HL7_EDGE_PUBLIC_URL the WSDL names the relative /soap, even from a trusted
-    proxy; with it, exactly the configured address (SPEC 4)."""
+    """Without HL7_EDGE_PUBLIC_URL the WSDL names the socket's own address, even from a
+    trusted proxy; with it, exactly the configured address (SPEC 4)."""
     hostile = {"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
-    for public_url, expected in ((None, "/soap"), ("https://hl7.example.org/", "https://hl7.example.org/soap")):
+    for public_url, expected in (
+        (None, "http://edge.test:80/soap"),  # the server address TestClient gives the app (base_url)
+        ("https://hl7.example.org/", "https://hl7.example.org/soap"),
+    ):
         for trusted in ("", "0.0.0.0/0"):
             settings = load_settings(
                 kafka_bootstrap_servers="127.0.0.1:1", trusted_proxies=trusted, edge_public_url=public_url
