@@ -77,7 +77,9 @@ def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench
         proxy_headers=False,  # X-Forwarded-For is judged by our own trusted-proxy rule
         timeout_graceful_shutdown=int(settings.publish_timeout_seconds + _GRACE_SLACK_S),
         timeout_keep_alive=int(settings.edge_keepalive_seconds),
-        backlog=settings.edge_max_connections,
+        # Beyond the cap a connection is accepted and answered 503; a backlog smaller than the
+        # cap would instead leave a burst waiting in the kernel (SYN retries).
+        backlog=max(2048, settings.edge_max_connections),
         ssl_certfile=str(settings.edge_tls_certfile) if settings.edge_tls_certfile else None,
         ssl_keyfile=str(settings.edge_tls_keyfile) if settings.edge_tls_keyfile else None,
     )
