@@ -4,9 +4,9 @@ Pure: registry + principal + bytes in, :class:`Accepted` or :class:`Rejected` ou
 The edge, the processor and ``hl7-processor explain`` all call :func:`decide`, so
 they can never disagree. Row 1 (required Kafka headers) belongs to the processor.
 
-Details never carry message content. Aliases in details are registry syntax
-(``[A-Za-z0-9._-]+``, enforced before use) and are cut to a bounded length,
-since unknown ones come from unauthenticated input.
+Details never carry message content (SPEC 3: the MSH-4 as received is already in
+``sending_facility``): they name the rule and registry ids only, never an alias
+taken from the message, known or not.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["Accepted", "Rejected", "Decision", "decide", "best_effort_header"]
 
 log = logging.getLogger(__name__)
 
-_MAX_SHOWN = 40
+_MAX_SHOWN = 40  # of a principal id in a log line (it comes from a Kafka header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +58,6 @@ class Rejected:
 
 
 Decision = Accepted | Rejected
-
-
-def _shown(alias: str) -> str:
-    return alias if len(alias) <= _MAX_SHOWN else alias[: _MAX_SHOWN - 3] + "..."
 
 
 def best_effort_header(payload: bytes, default_charset: str | None = None) -> MshHeader | None:
@@ -112,7 +108,9 @@ _PRINCIPAL_TYPES: dict[object, PrincipalType] = {t.value: t for t in PrincipalTy
 # Rows 5-11 depend only on (registry, principal, MSH-4.1): remembered per registry
 # object (immutable; a reload makes a new one, so a new memo), bounded, cleared when
 # full. One (registry, memo) pair swapped as a whole, so concurrent callers with
-# different registries never share a memo.
+# different registries never share a memo. The principal is part of the key: a legacy
+# customer value (row 6) stands for the sender's own alias, so the same MSH-4.1 from
+# two customers has two outcomes.
 _MEMO_MAX = 4096
 _MEMO_MAX_KEY = 128
 _memo: tuple[Registry | None, dict[tuple[str, PrincipalType, str], tuple[Any, ...]]] = (None, {})
@@ -209,9 +207,11 @@ def _rows_5_to_11(
 ) -> tuple[Any, ...]:
     """``(Accepted, connecting id, alias, controller id, alias)`` or
     ``(Rejected, reason, detail, connecting id | None, controller id | None)``."""
-    # Rows 5-6
+    # Rows 5-6 (a customer's plain MSH-4.1 stands for its own alias, twice)
     try:
-        aliases = parse_msh4(namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER)
+        aliases = parse_msh4(
+            namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER, own_alias=principal.alias
+        )
     except Msh4Error as exc:
         return (Rejected, exc.reason, exc.detail[:200], None, None)
     a_alias, b_alias = aliases.connecting_alias, aliases.data_controller_alias
@@ -221,7 +221,7 @@ def _rows_5_to_11(
         return (
             Rejected,
             Reason.UNKNOWN_CONNECTING_ALIAS,
-            f"connecting alias {_shown(a_alias)} is not a known customer",
+            "connecting alias is not a known customer",
             None,
             None,
         )
@@ -231,7 +231,7 @@ def _rows_5_to_11(
         return (
             Rejected,
             Reason.UNKNOWN_DATA_CONTROLLER_ALIAS,
-            f"data controller alias {_shown(b_alias)} is not a known customer",
+            "data controller alias is not a known customer",
             connecting.id,
             None,
         )
@@ -272,5 +272,5 @@ def _row10(principal: Principal, connecting: Customer) -> tuple[Reason, str] | N
         return None
     return (
         Reason.CUSTOMER_ALIAS_MISMATCH,
-        f"connecting alias {connecting.alias} is not the own alias of customer {principal.id}",
+        f"connecting customer {connecting.id} is not the sending customer {principal.id}",
     )

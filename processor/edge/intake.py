@@ -17,6 +17,7 @@ from processor.avro.raw import (
     HEADER_RECEIVED_AT,
     HEADER_SOURCE_IP,
     HEADER_TRANSPORT,
+    raw_record_key,
 )
 from processor.decision import Accepted, decide
 from processor.errors import MalformedHl7, NoMshSegment
@@ -141,9 +142,9 @@ def assess(
                 header = salvage_header(payload, default_charset)
     msh4 = header.sending_facility_raw if header is not None else ""
     record = OutgoingRecord(
-        # SPEC 5: the key is UTF-8. MSH-4 bytes that did not decode (no MSH-18, not
-        # UTF-8; such a message is rejected anyway) become U+FFFD instead of raw bytes.
-        key=f"{principal.id}|{msh4}".encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode(),
+        # SPEC 5: UTF-8, a long MSH-4 hashed. MSH-4 bytes that did not decode (no MSH-18,
+        # not UTF-8; such a message is rejected anyway) become U+FFFD in a kept MSH-4.
+        key=raw_record_key(principal.id, msh4),
         value=payload,
         headers=(
             (HEADER_INGEST_ID, ingest_id.encode()),

@@ -21,6 +21,11 @@ __all__ = ["DEFAULT_CODEC", "codec_for", "charset_from_http", "iana_name", "payl
 
 DEFAULT_CODEC = "utf-8"
 
+# payload_decodes checks bigger payloads this many bytes at a time (bounds its memory:
+# decoding one chunk of 4-byte UTF-8 characters briefly takes 6 times the chunk). 256 KiB
+# measured as fast as 1 MiB, and faster than one whole decode (cache-sized pieces).
+_DECODE_CHUNK = 1 << 18
+
 _CODECS: dict[str, str] = {
     "": DEFAULT_CODEC,
     "ASCII": "ascii",
@@ -78,8 +83,14 @@ def payload_decodes(data: bytes, character_set: str | None) -> bool:
     """Do the whole message's bytes decode in the character set MSH-18 declares
     (UTF-8 when it declares none)? Decision row 4: "bytes decode".
 
-    Pure ASCII is checked at C speed; otherwise the bytes are decoded once and the
-    text dropped (the payload itself is stored and forwarded untouched).
+    Pure ASCII is checked at C speed; otherwise the bytes are decoded and the text
+    dropped (the payload itself is stored and forwarded untouched). Beyond one
+    chunk they are decoded incrementally, chunk by chunk of a memoryview: decoding
+    10 MiB at once would build a 10-40 MiB str (and a UTF-8 decode briefly needs
+    more than that) only to throw it away; chunked, the check costs at most a couple
+    of MiB whatever the payload size. The answer is the same: the incremental
+    decoder carries a character split across a chunk boundary over to the next
+    chunk, and ``final=True`` refuses one left incomplete at the end.
     """
     if data.isascii():
         return True
@@ -87,7 +98,14 @@ def payload_decodes(data: bytes, character_set: str | None) -> bool:
     if codec is None:
         return False
     try:
-        data.decode(codec)
+        if len(data) <= _DECODE_CHUNK:
+            data.decode(codec)
+            return True
+        decode = codecs.getincrementaldecoder(codec)("strict").decode
+        with memoryview(data) as view:
+            for offset in range(0, len(view), _DECODE_CHUNK):
+                decode(view[offset : offset + _DECODE_CHUNK])
+        decode(b"", True)
     except UnicodeDecodeError:
         return False
     return True

@@ -19,12 +19,21 @@ never trimmed. Escape sequences: see ``processor.hl7.escape`` (unknown ones are
 kept verbatim). Cost is linear in the MSH segment and independent of the
 payload size (the terminator is searched for in a 64 KiB window first).
 
+Memory is bounded for hostile headers too: only MSH-1..MSH-18 are split off (the
+rest of the segment stays one string), MSH-9 only into its 3 components, and the
+segment copy and its decoded text are dropped as soon as the fields are cut. So a
+10 MiB MSH of field separators, a 10 MiB MSH-9 of component separators or a 10 MiB
+MSH-4 costs about twice its size (a 10 MiB MSH of separators split in full cost
+ten times that: one string object per field), and a big payload behind a small
+MSH costs nothing.
+
 Every input problem raises ``NoMshSegment`` (no MSH segment anywhere) or
 ``MalformedHl7``; texts name the problem, never content.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import FrozenInstanceError, fields, make_dataclass
 from typing import Any, NamedTuple, get_type_hints
 
@@ -39,12 +48,18 @@ MIN_MSH_FIELDS = 12
 
 # Bytes tolerated before "MSH": UTF-8 BOM parts are handled separately.
 _LEADING = b"\x0b\x1c\r\n \t"
+# Skips a run of them in place (C speed, no copy of a multi-megabyte message).
+_SKIP_LEADING = re.compile(b"[" + re.escape(_LEADING) + b"]*")
 _BOM = b"\xef\xbb\xbf"
 # Delimiters must be ASCII punctuation (HL7 recommends |^~\& ; any printable
 # non-alphanumeric works, but letters, digits, blanks and controls never do).
 _PUNCT = frozenset(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 # How far to look for the end of MSH before scanning the whole message.
 _WINDOW = 65536
+# maxsplit for an MSH segment: fields[0] is "MSH", fields[k] is MSH-(k+1) up to fields[17]
+# = MSH-18, fields[18] the unsplit rest. Splitting everything would cost one string object
+# per field of a hostile header (10 MiB of "|" = 10 million of them).
+_MSH_SPLIT = 18
 
 
 class MshHeader(NamedTuple):
@@ -145,7 +160,12 @@ def _locate_msh(data: bytes) -> int:
     for _ in range(2):  # BOM then framing, or framing then BOM
         if data.startswith(_BOM, pos):
             pos += 3
-        pos = len(data) - len(data[pos:].lstrip(_LEADING))  # C-speed skip, even over megabytes
+        head = data[pos : pos + 64]
+        kept = len(head.lstrip(_LEADING))
+        if kept or len(head) < 64:
+            pos += len(head) - kept
+        else:  # megabytes of framing: skipped in place, not copied (a regex "*" always matches)
+            pos = _SKIP_LEADING.match(data, pos).end()  # type: ignore[union-attr]
     if data.startswith(b"MSH", pos):
         return pos
     # Not first: distinguish "no MSH at all" (HTTP 400) from "MSH elsewhere".
@@ -172,8 +192,9 @@ def _segment_end(data: bytes, start: int) -> tuple[int, str]:
 def _decode_non_ascii(segment: bytes, fs_byte: bytes, default_charset: str | None) -> str:
     """Decode an MSH segment holding non-ASCII bytes per its MSH-18 (else ``default_charset``,
     else UTF-8)."""
-    raw_fields = segment.split(fs_byte, 18)
+    raw_fields = segment.split(fs_byte, _MSH_SPLIT)
     raw_cs = raw_fields[17] if len(raw_fields) > 17 else b""
+    del raw_fields  # copies of the whole segment: dropped before it is decoded (memory bound)
     raw_cs = raw_cs.split(segment[5:6], 1)[0] if len(segment) > 5 else raw_cs
     if not raw_cs.isascii():
         raise MalformedHl7("MSH-18 is not ASCII", err_code="102")
@@ -254,8 +275,9 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
             text = segment.decode("ascii")
         else:
             text = _decode_non_ascii(segment, segment[3:4], default_charset)
+        del segment  # a multi-segment message's copy of MSH: not needed once decoded
         fs = text[3]
-        fields = text.split(fs)
+        fields = text.split(fs, _MSH_SPLIT)  # MSH-1..MSH-18; MSH-19 on stay in fields[18]
         n = len(fields)
         if n < MIN_MSH_FIELDS:
             raise MalformedHl7("MSH segment truncated: fewer than 12 fields", err_code="101")
@@ -271,13 +293,15 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
             rs = enc[1]
             esc = enc[2]
             ss = enc[3]
+        escaped = text.find(esc, 4 + len(enc)) >= 0
+        del text  # the fields are copies: holding both would double the peak below
 
         msh3 = fields[2]
         msh4 = fields[3]
         # partition(...)[0], not split(..., 1)[0]: a third cheaper, once per message.
         sending_app = msh3.partition(cs)[0]
         namespace_id = msh4.partition(cs)[0]
-        msh9 = fields[8].split(cs)
+        msh9 = fields[8].split(cs, 3)  # MSH-9.1..9.3; anything after stays in msh9[3]
         message_type = msh9[0]
         trigger = msh9[1] if len(msh9) > 1 else ""
         structure = msh9[2] if len(msh9) > 2 else ""
@@ -287,7 +311,7 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
         accept_ack = fields[14] if n > 14 else ""
         app_ack = fields[15] if n > 15 else ""
         charset = fields[17].partition(rs)[0] if n > 17 else ""
-        if text.find(esc, 4 + len(enc)) >= 0:
+        if escaped:
             # Rare: only then pay for unescaping the fields we return decoded, and only
             # those that hold the escape character (usually MSH-4 alone).
             if esc in sending_app:
@@ -390,7 +414,7 @@ def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | Non
     if len(segment) < 8 or segment[3] not in _PUNCT:
         return None
     fs_byte = segment[3:4]
-    raw_fields = segment.split(fs_byte)
+    raw_fields = segment.split(fs_byte, _MSH_SPLIT)
     raw_enc = raw_fields[1] if len(raw_fields) > 1 else b""
     if not raw_enc.isascii():
         return None
@@ -407,16 +431,19 @@ def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | Non
 
     # MSH-18 first: it says how to decode the rest. Kept only when supported.
     raw_cs = raw_fields[17].split(rs.encode("ascii"), 1)[0] if len(raw_fields) > 17 else b""
+    del raw_fields  # copies of the segment: dropped before it is decoded (memory bound)
     charset = unescaped(raw_cs.decode("ascii")) if raw_cs.isascii() else ""
     codec = codec_for(charset) if charset else None
     if codec is None:
         charset = ""
         codec = codec_for(default_charset) if default_charset else None
     text = segment.decode(codec or "utf-8", "surrogateescape")
-    fields = text.split(fs)
+    del segment
+    fields = text.split(fs, _MSH_SPLIT)  # as in read_header: MSH-1..MSH-18, then the rest
+    del text
     fields += [""] * (18 - len(fields))
     msh3, msh4 = fields[2], fields[3]
-    msh9 = fields[8].split(cs)
+    msh9 = fields[8].split(cs, 3)
     msh9 += [""] * (3 - len(msh9))
     sending_app = unescaped(msh3.split(cs, 1)[0])
     trigger = unescaped(msh9[1])

@@ -1,8 +1,12 @@
 """MSH-4.1 grammar: ``connecting-alias{data-controller-alias}`` (SPEC 3, rows 5-6).
 
 The input is MSH-4.1 already unescaped (``MshHeader.msh4_namespace_id``).
-Nothing is trimmed: surrounding whitespace is a syntax error. Error details
-name the rule that failed, never the value (it is sender-controlled text).
+Nothing is trimmed: surrounding whitespace is a syntax error (SPEC 3: "an error,
+not trimmed"). That includes a legacy customer value (row 6), which is otherwise
+accepted whatever it holds: the SPEC names no exception, and padding is a sender
+misconfiguration better refused (an AR the sender sees) than carried silently
+into ``sending_facility``. Error details name the rule that failed, never the
+value (it is sender-controlled text).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ _ALIAS_CHARS = string.ascii_letters + string.digits + "._-"
 
 @dataclass(frozen=True, slots=True)
 class Msh4Aliases:
-    """The two aliases named by MSH-4.1; ``legacy`` for a plain customer value."""
+    """The two aliases MSH-4.1 stands for; ``legacy`` for a plain customer value, which
+    stands for the customer's own alias twice whatever it says."""
 
     connecting_alias: str
     data_controller_alias: str
@@ -47,9 +52,11 @@ def _aliases(connecting: str, controller: str, legacy: bool) -> Msh4Aliases:
     return obj
 
 
-# Valid MSH-4.1 values seen before -> their (immutable) result. A sender uses a handful
-# of alias pairs, so almost every message is a hit; bounded in entries and key length
-# (the value is sender-controlled), cleared when full. Failures are not remembered.
+# Valid ``A{B}`` MSH-4.1 values seen before -> their (immutable) result. A sender uses a
+# handful of alias pairs, so almost every message is a hit; bounded in entries and key
+# length (the value is sender-controlled), cleared when full. Failures are not remembered,
+# nor legacy results: they depend on who sent the value (its own alias), not on the value
+# alone, so remembered by value they would leak one customer's alias to another.
 _KNOWN: dict[str, Msh4Aliases] = {}
 _KNOWN_MAX = 4096
 _KNOWN_MAX_LEN = 128
@@ -72,14 +79,20 @@ def is_alias(value: str) -> bool:
     return bool(value) and value.isascii() and not value.strip(_ALIAS_CHARS)
 
 
-def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
+def parse_msh4(
+    namespace_id: str, *, customer_principal: bool, own_alias: str | None = None
+) -> Msh4Aliases:
     """Split MSH-4.1 into aliases or raise Msh4Error(MSH4_MISSING | MSH4_SYNTAX).
 
-    A plain alias (no braces) is accepted only for a Customer principal: its
-    legacy connection means ``X{X}``; row 10 later checks X is its own alias.
+    ``A{B}`` (aliases of ``ALIAS_PATTERN``) is accepted from anyone. A plain value
+    (neither ``{`` nor ``}``) is accepted only from a Customer principal: its legacy
+    connection means ``own-alias{own-alias}`` whatever the value (SPEC 3 row 6: a
+    customer login may send its facility code, e.g. ``RXH01``); ``own_alias`` is that
+    customer's registry alias. Callers that check syntax only may omit it: the value
+    then stands in for it. Surrounding whitespace is still MSH4_SYNTAX.
     """
     known = _KNOWN.get(namespace_id)
-    if known is not None and (customer_principal or not known.legacy):
+    if known is not None:
         return known
     if not namespace_id:
         raise Msh4Error(Reason.MSH4_MISSING, "MSH-4.1 is empty")
@@ -97,13 +110,16 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool) -> Msh4Aliases:
             and not controller.strip(_ALIAS_CHARS)
         ):
             return _remember(namespace_id, _aliases(connecting, controller, False))
-    elif is_alias(namespace_id):
-        if customer_principal:
-            return _remember(namespace_id, _aliases(namespace_id, namespace_id, True))
-        raise Msh4Error(
-            Reason.MSH4_SYNTAX,
-            "MSH-4.1 must be connecting-alias{data-controller-alias} for a partner",
-        )
+    elif "{" not in namespace_id and "}" not in namespace_id:
+        if not customer_principal:
+            raise Msh4Error(
+                Reason.MSH4_SYNTAX,
+                "MSH-4.1 must be connecting-alias{data-controller-alias} for a partner",
+            )
+        if namespace_id[0].isspace() or namespace_id[-1].isspace():
+            raise Msh4Error(Reason.MSH4_SYNTAX, "MSH-4.1 has surrounding whitespace (never trimmed)")
+        alias = namespace_id if own_alias is None else own_alias
+        return _aliases(alias, alias, True)  # not remembered: it depends on the sender
     raise Msh4Error(
         Reason.MSH4_SYNTAX,
         "MSH-4.1 is not alias{alias} with aliases of [A-Za-z0-9._-]+",

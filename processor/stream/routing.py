@@ -10,6 +10,7 @@ record, however malformed, can stop its partition (SPEC 5, Guarantees).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -23,7 +24,10 @@ from processor.avro.raw import (
     HEADER_SOURCE_IP,
     HEADER_TRANSPORT,
     REQUIRED_HEADERS,
+    UUID_PATTERN,
     RawRecord,
+    is_ip_address_text,
+    is_uuid_text,
     parse_epoch_micros,
 )
 from processor.avro.records import accepted_record, dead_letter_record
@@ -56,7 +60,7 @@ Encoder = Callable[[str, dict[str, Any]], bytes]
 KafkaHeaders = Sequence[tuple[str, bytes | str | None]]
 
 PRINCIPAL_TYPES = frozenset({"partner", "customer"})
-TRANSPORTS = frozenset({"http", "soap", "gateway"})
+TRANSPORTS = frozenset({"http", "soap", "mllp", "gateway"})  # SPEC 5 (mllp: SPEC 4a)
 UNKNOWN_PRINCIPAL = "unknown"
 UNREADABLE_HEADERS_DETAIL = (
     "headers unreadable (a header name is not UTF-8): none carried over or checked"
@@ -106,31 +110,46 @@ def _routed(*values: Any) -> Routed:
 
 
 def metadata_problem(raw: RawRecord) -> str | None:
-    """Decision row 1: ``None`` when all six headers are present and well formed.
+    """Decision row 1: ``None`` when all six headers are present, each exactly once, and
+    well formed: ``hl7.ingest_id`` a UUID in canonical 8-4-4-4-12 form (either case; see
+    ``is_uuid_text``), ``hl7.source_ip`` an IP address, ``hl7.received_at`` epoch micros,
+    type and transport from their sets.
 
-    The detail names headers only, never their values (which may be anything).
+    The detail names every failing header and what was wrong, never a value (which may
+    be anything), e.g. "header hl7.ingest_id is not a UUID".
     """
     headers = raw.headers
     get = headers.get
     if (  # the usual case, without building lists
-        get(HEADER_INGEST_ID) and get(HEADER_PRINCIPAL_ID) and get(HEADER_SOURCE_IP)
+        headers.__class__ is dict  # decode_headers saw no name twice (else DecodedHeaders)
+        and _uuid_fullmatch(get(HEADER_INGEST_ID) or "") and get(HEADER_PRINCIPAL_ID)
+        and is_ip_address_text(get(HEADER_SOURCE_IP))
         and get(HEADER_PRINCIPAL_TYPE) in PRINCIPAL_TYPES and get(HEADER_TRANSPORT) in TRANSPORTS
         and parse_epoch_micros(get(HEADER_RECEIVED_AT)) is not None
     ):
         return None
-    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
+    problems: list[str] = []
+    missing = [name for name in REQUIRED_HEADERS if not get(name)]
     if missing:
-        return "missing header(s): " + ", ".join(missing)
-    bad: list[str] = []
-    if parse_epoch_micros(headers[HEADER_RECEIVED_AT]) is None:
-        bad.append(f"{HEADER_RECEIVED_AT} (epoch micros from 1970 to 9999 expected)")
-    if headers[HEADER_PRINCIPAL_TYPE] not in PRINCIPAL_TYPES:
-        bad.append(f"{HEADER_PRINCIPAL_TYPE} (partner|customer expected)")
-    if headers[HEADER_TRANSPORT] not in TRANSPORTS:
-        bad.append(f"{HEADER_TRANSPORT} (http|soap|gateway expected)")
-    if bad:
-        return "malformed header(s): " + ", ".join(bad)
-    return None
+        problems.append("missing header(s): " + ", ".join(missing))
+    repeated = getattr(headers, "duplicates", ())
+    problems += [f"header {name} is present more than once" for name in REQUIRED_HEADERS if name in repeated]
+    for name, valid, expected in _HEADER_CHECKS:
+        if name not in missing and not valid(headers[name]):
+            problems.append(f"header {name} is not {expected}")
+    return "; ".join(problems) or None
+
+
+_uuid_fullmatch = re.compile(UUID_PATTERN).fullmatch  # is_uuid_text without its call (hot path)
+
+# Row 1 value checks after presence: (header, check, what the detail says was expected).
+_HEADER_CHECKS: tuple[tuple[str, Callable[[str], bool], str], ...] = (
+    (HEADER_INGEST_ID, is_uuid_text, "a UUID (8-4-4-4-12 hex digits)"),
+    (HEADER_RECEIVED_AT, lambda v: parse_epoch_micros(v) is not None, "epoch micros from 1970 to 9999"),
+    (HEADER_SOURCE_IP, is_ip_address_text, "an IP address"),
+    (HEADER_PRINCIPAL_TYPE, PRINCIPAL_TYPES.__contains__, "partner or customer"),
+    (HEADER_TRANSPORT, TRANSPORTS.__contains__, "one of " + ", ".join(sorted(TRANSPORTS))),
+)
 
 
 def principal_label(registry: Registry, principal_id: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ ROWS: list[tuple[str, str, PrincipalType | str, bytes, Reason | None]] = [
     # row 3: principal active
     ("r3-partner", "printco", P, message("trustalias{trustalias}"), Reason.PRINCIPAL_NOT_ACTIVE),
     ("r3-customer", "dormant-1", C, message("dormantalias"), Reason.PRINCIPAL_NOT_ACTIVE),
+    ("r3-customer-facility-code", "dormant-1", C, message("RXH01"), Reason.PRINCIPAL_NOT_ACTIVE),
     ("r3-before-r4", "printco", P, b"", Reason.PRINCIPAL_NOT_ACTIVE),
     # row 4: MSH parses
     ("r4-empty", "mailco", P, b"", Reason.MALFORMED_HL7),
@@ -71,12 +73,15 @@ ROWS: list[tuple[str, str, PrincipalType | str, bytes, Reason | None]] = [
     ("r6-empty-controller", "mailco", P, message("trustalias{}"), Reason.MSH4_SYNTAX),
     ("r6-bad-char", "mailco", P, message("trust alias{trustalias}"), Reason.MSH4_SYNTAX),
     ("r6-escaped-delimiter", "mailco", P, message("trustalias\\T\\{trustalias}"), Reason.MSH4_SYNTAX),
-    ("r6-customer-bad-plain", "trust-1", C, message("trust alias"), Reason.MSH4_SYNTAX),
+    ("r6-partner-facility-code", "mailco", P, message("RXH01"), Reason.MSH4_SYNTAX),
+    ("r6-customer-leading-space", "trust-1", C, message(" RXH01"), Reason.MSH4_SYNTAX),
+    ("r6-customer-trailing-space", "trust-1", C, message("trustalias "), Reason.MSH4_SYNTAX),
     ("r6-customer-half-brace", "trust-1", C, message("trustalias}"), Reason.MSH4_SYNTAX),
+    ("r6-customer-half-open", "trust-1", C, message("RXH{01"), Reason.MSH4_SYNTAX),
     # row 7: A known
     ("r7-partner", "mailco", P, message("nosuch{trustalias}"), Reason.UNKNOWN_CONNECTING_ALIAS),
     ("r7-case-sensitive", "mailco", P, message("TRUSTALIAS{trustalias}"), Reason.UNKNOWN_CONNECTING_ALIAS),
-    ("r7-customer-legacy", "trust-1", C, message("nosuch"), Reason.UNKNOWN_CONNECTING_ALIAS),
+    ("r7-customer", "trust-1", C, message("nosuch{trustalias}"), Reason.UNKNOWN_CONNECTING_ALIAS),
     ("r7-before-r8", "mailco", P, message("nosuch{nosuch2}"), Reason.UNKNOWN_CONNECTING_ALIAS),
     # row 8: B known
     ("r8-partner", "mailco", P, message("trustalias{nosuch}"), Reason.UNKNOWN_DATA_CONTROLLER_ALIAS),
@@ -91,7 +96,6 @@ ROWS: list[tuple[str, str, PrincipalType | str, bytes, Reason | None]] = [
     ("r10-partner-other-customer", "mailco", P, message("gpalias{gpalias}"), Reason.PARTNER_NOT_AUTHORISED),
     ("r10-before-r11", "otherco", P, message("trustalias{gp2alias}"), Reason.PARTNER_NOT_AUTHORISED),
     ("r10-customer-other-alias", "trust-1", C, message("gpalias{gpalias}"), Reason.CUSTOMER_ALIAS_MISMATCH),
-    ("r10-customer-legacy-other", "trust-1", C, message("gpalias"), Reason.CUSTOMER_ALIAS_MISMATCH),
     ("r10-customer-no-login", "gp-1", C, message("trustalias{gpalias}"), Reason.CUSTOMER_ALIAS_MISMATCH),
     # row 11: delegation
     ("r11-partner", "mailco", P, message("trustalias{gp2alias}"), Reason.DELEGATION_NOT_AUTHORISED),
@@ -103,6 +107,11 @@ ROWS: list[tuple[str, str, PrincipalType | str, bytes, Reason | None]] = [
     ("ok-partner-type-as-str", "mailco", "partner", message("trustalias{trustalias}"), None),
     ("ok-customer-own", "trust-1", C, message("trustalias{trustalias}"), None),
     ("ok-customer-legacy", "trust-1", C, message("trustalias"), None),
+    ("ok-customer-facility-code", "trust-1", C, message("RXH01"), None),
+    ("ok-customer-plain-unknown-alias", "trust-1", C, message("nosuch"), None),
+    ("ok-customer-plain-other-alias", "trust-1", C, message("gpalias"), None),
+    ("ok-customer-plain-any-text", "trust-1", C, message("RX H01/ward 7"), None),
+    ("ok-customer-plain-without-login", "gp-1", C, message("RXH01"), None),
     ("ok-customer-delegated", "trust-1", C, message("trustalias{gpalias}"), None),
     ("ok-customer-without-login", "gp-1", C, message("gpalias{gpalias}"), None),
     ("ok-hd-components", "mailco", P, message("trustalias{trustalias}^1.2.3^ISO"), None),
@@ -158,6 +167,43 @@ def test_legacy_customer_value_means_own_alias_twice(registry: Registry) -> None
     assert result.header.sending_facility_raw == "trustalias"
 
 
+@pytest.mark.parametrize("msh4", ["RXH01", "RXH01^1.2.3^ISO", "gpalias", "nosuch"])
+def test_customer_plain_value_whatever_it_is_means_own_alias_twice(registry: Registry, msh4: str) -> None:
+    """SPEC 3 row 6: a customer login sending its facility code (RXH01), not its alias."""
+    result = decide(registry, "trust-1", C, message(msh4))
+    assert isinstance(result, Accepted), result
+    assert (result.connecting_customer_id, result.connecting_alias) == ("trust-1", "trustalias")
+    assert (result.data_controller_id, result.data_controller_alias) == ("trust-1", "trustalias")
+    assert result.header.sending_facility_raw == msh4  # the header field, as received
+
+
+def test_same_plain_value_from_two_customers_resolves_to_each_own_alias(registry: Registry) -> None:
+    """The memo and the MSH-4 cache must not hand one customer's alias to another."""
+    for _ in range(2):  # the second round is served from the memo
+        for principal, cid, alias in (("trust-1", "trust-1", "trustalias"), ("gp-1", "gp-1", "gpalias"),
+                                      ("gp-2", "gp-2", "gp2alias")):
+            result = decide(registry, principal, C, message("RXH01"))
+            assert isinstance(result, Accepted), result
+            assert (result.connecting_customer_id, result.connecting_alias) == (cid, alias)
+            assert (result.data_controller_id, result.data_controller_alias) == (cid, alias)
+        refused = decide(registry, "mailco", P, message("RXH01"))
+        assert isinstance(refused, Rejected) and refused.reason is Reason.MSH4_SYNTAX
+
+
+def test_customer_plain_value_still_goes_through_row_9(registry: Registry) -> None:
+    """An inactive customer's own login is refused at row 3 already; rows 7-11 still run for a
+    legacy value, so were the principal seen as active, row 9 would refuse its inactive customer."""
+    refused = decide(registry, "dormant-1", C, message("RXH01"))
+    assert isinstance(refused, Rejected) and refused.reason is Reason.PRINCIPAL_NOT_ACTIVE
+    principal = registry.principal("dormant-1")
+    assert principal is not None and not principal.active
+    active_view = dataclasses.replace(principal, active=True)
+    outcome = decision_module._rows_5_to_11(registry, active_view, C, "RXH01")
+    assert outcome[:2] == (Rejected, Reason.CUSTOMER_NOT_ACTIVE)
+    assert outcome[2] == "customer dormant-1 is not active"
+    assert outcome[3:] == ("dormant-1", "dormant-1")
+
+
 def test_rejection_keeps_header_and_resolved_ids(registry: Registry) -> None:
     result = decide(registry, "mailco", P, message("trustalias{gp2alias}", control_id="C7"))
     assert isinstance(result, Rejected)
@@ -181,6 +227,47 @@ def test_long_unknown_alias_is_not_echoed_in_full(registry: Registry) -> None:
     result = decide(registry, "mailco", P, message(f"{alias}{{trustalias}}"))
     assert isinstance(result, Rejected) and result.reason is Reason.UNKNOWN_CONNECTING_ALIAS
     assert alias not in result.detail and len(result.detail) < 150
+
+
+@pytest.mark.parametrize(
+    ("principal", "ptype", "msh4", "reason", "detail"),
+    [
+        ("mailco", P, "nosuchalias{trustalias}", Reason.UNKNOWN_CONNECTING_ALIAS,
+         "connecting alias is not a known customer"),
+        ("mailco", P, "trustalias{nosuchalias}", Reason.UNKNOWN_DATA_CONTROLLER_ALIAS,
+         "data controller alias is not a known customer"),
+        ("trust-1", C, "gpalias{gpalias}", Reason.CUSTOMER_ALIAS_MISMATCH,
+         "connecting customer gp-1 is not the sending customer trust-1"),
+    ],
+)
+def test_details_never_quote_an_alias_from_the_message(
+    registry: Registry, principal: str, ptype: PrincipalType, msh4: str, reason: Reason, detail: str
+) -> None:
+    """SPEC 3: reason detail texts never quote message content (not even a known alias)."""
+    result = decide(registry, principal, ptype, message(msh4))
+    assert isinstance(result, Rejected) and result.reason is reason
+    assert result.detail == detail
+    assert "alias{" not in result.detail and "nosuchalias" not in result.detail
+    assert "gpalias" not in result.detail and "trustalias" not in result.detail
+
+
+_MSH4_PART = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="|\r\n^&~\\"), max_size=12
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.sampled_from(["", "trustalias{", "nosuch{", "{", " "]) | _MSH4_PART,
+    after=st.sampled_from(["", "}", "{trustalias}", " "]) | _MSH4_PART,
+    principal=st.sampled_from([("mailco", P), ("trust-1", C), ("gp-1", C), ("otherco", P)]),
+)
+def test_no_detail_quotes_msh4(
+    registry: Registry, before: str, after: str, principal: tuple[str, PrincipalType]
+) -> None:
+    result = decide(registry, principal[0], principal[1], message(before + "QQMARKQQ" + after))
+    if isinstance(result, Rejected):
+        assert "QQMARKQQ" not in result.detail
 
 
 def test_unexpected_error_becomes_processing_error(

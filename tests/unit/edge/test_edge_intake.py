@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from datetime import datetime, timezone
 
 import pytest
@@ -188,3 +189,13 @@ def test_assess_never_raises_anything_but_no_msh(data: bytes) -> None:
         assert intake.record.value == payload
         reply_ack(intake, stored=True, now=NOW)
         reply_ack(intake, stored=False, now=NOW)
+
+
+def test_key_of_a_long_msh4_is_its_sha256(registry: Registry) -> None:
+    """SPEC 5: an MSH-4 over 256 bytes is replaced in the key by sha256:<hex>."""
+    msh4 = b"trustalias{trustalias}^" + b"x" * 300
+    intake = run(registry, seed_message(msh4=msh4))
+    assert intake.header is not None and intake.header.sending_facility_raw == msh4.decode()
+    assert intake.record.key == b"mailco|sha256:" + hashlib.sha256(msh4).hexdigest().encode()
+    short = b"trustalias{trustalias}^" + b"x" * (256 - 23)
+    assert run(registry, seed_message(msh4=short)).record.key == b"mailco|" + short

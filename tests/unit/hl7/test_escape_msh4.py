@@ -85,6 +85,9 @@ VALID = {
     "case kept": ("Trust{TRUST}", False, Msh4Aliases("Trust", "TRUST", False)),
     "customer pair": ("a{b}", True, Msh4Aliases("a", "b", False)),
     "customer legacy plain": ("trustalias", True, Msh4Aliases("trustalias", "trustalias", True)),
+    "customer facility code": ("RXH01", True, Msh4Aliases("RXH01", "RXH01", True)),
+    "customer plain with space": ("trust alias", True, Msh4Aliases("trust alias", "trust alias", True)),
+    "customer fullwidth braces": ("a｛b｝", True, Msh4Aliases("a｛b｝", "a｛b｝", True)),
 }
 
 
@@ -100,7 +103,13 @@ SYNTAX = {
     "space inside braces": ("a{ b}", True),
     "tab": ("a{b}\t", True),
     "newline": ("a\n{b}", True),
-    "customer plain with space": ("trust alias", True),
+    "customer plain, leading space": (" RXH01", True),
+    "customer plain, trailing space": ("RXH01 ", True),
+    "customer plain, trailing tab": ("RXH01\t", True),
+    "customer plain, leading newline": ("\nRXH01", True),
+    "customer plain, no-break space": ("RXH01\u00a0", True),
+    "partner facility code": ("RXH01", False),
+    "customer half brace": ("RXH{01", True),
     "empty controller": ("a{}", True),
     "empty connector": ("{b}", True),
     "only braces": ("{}", True),
@@ -116,7 +125,7 @@ SYNTAX = {
     "escape left verbatim": (r"a\X41\{b}", True),
     "non-ascii letter": ("trüst{trust}", True),
     "non-ascii digit": ("trust١{trust}", True),
-    "fullwidth braces": ("a｛b｝", True),
+    "fullwidth braces": ("a｛b｝", False),
     "slash": ("a/b{c}", True),
     "at sign": ("a@b{c}", False),
 }
@@ -143,19 +152,41 @@ def test_msh4_whitespace_only_is_syntax_not_missing() -> None:
     assert info.value.reason is Reason.MSH4_SYNTAX
 
 
+@pytest.mark.parametrize("value", ["RXH01", "trustalias", "otheralias", "RX H01", "a.b-c"])
+def test_msh4_customer_plain_value_stands_for_its_own_alias(value: str) -> None:
+    """SPEC 3 row 6: whatever the plain value, it means own-alias{own-alias}."""
+    got = parse_msh4(value, customer_principal=True, own_alias="trustalias")
+    assert got == Msh4Aliases("trustalias", "trustalias", True)
+    other = parse_msh4(value, customer_principal=True, own_alias="gpalias")
+    assert other == Msh4Aliases("gpalias", "gpalias", True)  # nothing remembered across senders
+    with pytest.raises(Msh4Error) as info:
+        parse_msh4(value, customer_principal=False, own_alias="trustalias")
+    assert info.value.reason is Reason.MSH4_SYNTAX
+
+
+def test_msh4_pair_ignores_own_alias() -> None:
+    assert parse_msh4("a{b}", customer_principal=True, own_alias="c") == Msh4Aliases("a", "b", False)
+
+
 @settings(max_examples=500)
 @given(st.text(max_size=40), st.booleans())
 def test_msh4_total(value: str, customer: bool) -> None:
-    """Never anything but Msh4Aliases or Msh4Error; results always match the alias syntax."""
+    """Never anything but Msh4Aliases or Msh4Error; a pair's aliases always match the alias
+    syntax, a legacy value is any customer value without braces or surrounding whitespace."""
     try:
-        got = parse_msh4(value, customer_principal=customer)
+        got = parse_msh4(value, customer_principal=customer, own_alias="ownalias")
     except Msh4Error as exc:
         assert exc.reason in (Reason.MSH4_MISSING, Reason.MSH4_SYNTAX)
+        assert exc.reason is not Reason.MSH4_MISSING or value == ""
+        if customer and value and "{" not in value and "}" not in value:
+            assert value != value.strip()  # a plain customer value fails only for its padding
     else:
-        assert is_alias(got.connecting_alias) and is_alias(got.data_controller_alias)
-        want = value if got.legacy else f"{got.connecting_alias}{{{got.data_controller_alias}}}"
-        assert want == value
-        assert not got.legacy or customer
+        if got.legacy:
+            assert customer and got == Msh4Aliases("ownalias", "ownalias", True)
+            assert "{" not in value and "}" not in value and value == value.strip() and value
+        else:
+            assert is_alias(got.connecting_alias) and is_alias(got.data_controller_alias)
+            assert f"{got.connecting_alias}{{{got.data_controller_alias}}}" == value
 
 
 @pytest.mark.timeout(60)

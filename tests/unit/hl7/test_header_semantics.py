@@ -43,9 +43,16 @@ def test_msh4_results_are_plain_dataclass_values_and_cached_results_are_equal() 
         legacy.legacy = False  # type: ignore[misc]
 
 
-def test_msh4_legacy_value_remembered_for_a_customer_is_still_refused_for_a_partner() -> None:
+def test_msh4_legacy_value_seen_from_a_customer_is_still_refused_for_a_partner() -> None:
     from processor.errors import Msh4Error
 
-    assert parse_msh4("plainalias", customer_principal=True).legacy
+    assert parse_msh4("plainalias", customer_principal=True, own_alias="own").legacy
     with pytest.raises(Msh4Error):
         parse_msh4("plainalias", customer_principal=False)
+
+
+def test_msh4_legacy_result_is_never_served_to_another_customer() -> None:
+    first = parse_msh4("RXH01", customer_principal=True, own_alias="trustalias")
+    second = parse_msh4("RXH01", customer_principal=True, own_alias="gpalias")
+    assert first == Msh4Aliases("trustalias", "trustalias", True)
+    assert second == Msh4Aliases("gpalias", "gpalias", True)

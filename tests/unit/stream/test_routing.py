@@ -206,6 +206,7 @@ def test_dead_letter_provenance() -> None:
         {"ingest_id": b""}, {"received_at": b"yesterday"}, {"received_at": b"1.5e15"},
         {"received_at": b"99999999999999999999999"}, {"principal_type": b"PARTNER"},
         {"principal_type": b"robot"}, {"transport": b"ftp"},
+        {"ingest_id": b"not-a-uuid"}, {"source_ip": b"<script>"}, {"source_ip": b""},
     ],
 )
 def test_missing_or_malformed_metadata(override: dict) -> None:
@@ -264,3 +265,107 @@ def test_route_never_raises_and_keeps_payload(payload: bytes, headers, key) -> N
     assert CODEC.decode(out.value)["payload"] == payload
     assert out.principal in ("unknown", "mailco", "sleepy", "cust-login", "trust-1", "trust-2",
                              "trust-3", "trust-off")
+
+
+# --------------------------------------------------------------- row 1 as amended (SPEC 3)
+
+
+def _detail_of(headers) -> str:
+    out = do_route(message(), headers)
+    assert out.outcome == "deadletter" and out.reason is Reason.MISSING_METADATA
+    detail = CODEC.decode(out.value)["detail"]
+    assert detail == out.detail
+    return detail
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hl7.ingest_id", "hl7.principal_id", "hl7.principal_type", "hl7.received_at", "hl7.source_ip",
+     "hl7.transport"],
+)
+def test_required_header_present_twice_is_missing_metadata(name: str) -> None:
+    headers = kafka_headers()
+    value = dict(headers)[name]
+    for twice in ([*headers, (name, value)], [(name, value), *headers]):  # same value, either order
+        assert _detail_of(twice) == f"header {name} is present more than once"
+    out = do_route(message(), [*headers, (name, value)])
+    assert out.headers == [*headers, (name, value)]  # carried over as read, both copies
+
+
+def test_principal_id_twice_with_different_values_quotes_neither() -> None:
+    headers = [*kafka_headers(), ("hl7.principal_id", b"attacker-secret")]
+    detail = _detail_of(headers)
+    assert detail == "header hl7.principal_id is present more than once"
+    assert "mailco" not in detail and "attacker-secret" not in detail
+
+
+def test_every_problem_is_named() -> None:
+    headers = [*kafka_headers(ingest_id=b"nope", source_ip=b"<script>", transport=None),
+               ("hl7.principal_type", b"partner")]
+    assert _detail_of(headers) == (
+        "missing header(s): hl7.transport; header hl7.principal_type is present more than once; "
+        "header hl7.ingest_id is not a UUID (8-4-4-4-12 hex digits); header hl7.source_ip is not an IP address"
+    )
+
+
+def test_other_header_twice_is_not_row_1() -> None:
+    headers = [*kafka_headers(), ("x-trace", b"a"), ("x-trace", b"b")]
+    assert do_route(message(), headers).outcome == "accepted"
+
+
+@pytest.mark.parametrize(
+    "ingest_id",
+    [
+        b"not-a-uuid",
+        b"0b9c1f9e8d4e4d559f653f1e1f3b7a11",  # no hyphens (uuid.UUID takes it; not canonical)
+        b"{0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a11}",
+        b"urn:uuid:0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a11",
+        b" 0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a11",
+        b"0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a11\n",
+        b"0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a1g",
+        b"0b9c1f9e-8d4e-4d55-9f653-f1e1f3b7a11",
+        b"0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a111",
+        "0b9c1f9e-8d4e-4d55-9f65-3f1e1f3b7a1\u0661".encode(),  # an Arabic-Indic digit
+        b"<script>alert(1)</script>",
+    ],
+)
+def test_ingest_id_not_a_uuid_is_missing_metadata(ingest_id: bytes) -> None:
+    detail = _detail_of(kafka_headers(ingest_id=ingest_id))
+    assert detail == "header hl7.ingest_id is not a UUID (8-4-4-4-12 hex digits)"
+
+
+@pytest.mark.parametrize(
+    "ingest_id",
+    [b"0B9C1F9E-8D4E-4D55-9F65-3F1E1F3B7A11", b"00000000-0000-0000-0000-000000000000",
+     b"0b9c1f9e-8d4e-1d55-7f65-3f1e1f3b7a11"],  # upper case, nil, any version / variant
+)
+def test_canonical_uuid_in_either_case_is_accepted(ingest_id: bytes) -> None:
+    assert do_route(message(), kafka_headers(ingest_id=ingest_id)).outcome == "accepted"
+
+
+@pytest.mark.parametrize(
+    "source_ip",
+    [b"<script>", b"<script>alert(1)</script>", b"203.0.113", b"203.0.113.256", b"203.0.113.07",
+     b" 203.0.113.7", b"203.0.113.7:443", b"example.org", b"testclient", b"fe80::1%<script>",
+     b"fe80::1%", b"2001:db8::1" + b"0" * 100, b"1" * 100_000],
+)
+def test_source_ip_not_an_address_is_missing_metadata(source_ip: bytes) -> None:
+    detail = _detail_of(kafka_headers(source_ip=source_ip))
+    assert detail == "header hl7.source_ip is not an IP address"
+
+
+@pytest.mark.parametrize(
+    "source_ip",
+    [b"203.0.113.7", b"2001:db8::1", b"2001:DB8:0:0:0:0:0:1", b"::1", b"::ffff:192.0.2.1", b"fe80::1%eth0",
+     b"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"],
+)
+def test_ipv4_and_ipv6_source_ip_accepted(source_ip: bytes) -> None:
+    for _ in range(2):  # the second time from the cache of known addresses
+        out = do_route(message(), kafka_headers(source_ip=source_ip))
+        assert out.outcome == "accepted", out.detail
+        assert independent_decode(out.value, "accepted_message.avsc")["source_ip"] == source_ip.decode()
+
+
+def test_mllp_transport_is_accepted() -> None:
+    """SPEC 5 / 4a: raw records from the MLLP listener carry hl7.transport = mllp."""
+    assert do_route(message(), kafka_headers(transport=b"mllp")).outcome == "accepted"
