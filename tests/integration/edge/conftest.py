@@ -118,8 +118,8 @@ def start_edge(bootstrap: str, directory: Path, *, verify: bool | ssl.SSLContext
         topic_raw=topic,
         trusted_proxies="127.0.0.1/32",
         publish_timeout_seconds=overrides.pop("publish_timeout_seconds", 5.0),
-        login_failures_per_minute=3,
-        login_lockout_seconds=30,
+        login_failures_per_minute=overrides.pop("login_failures_per_minute", 3),
+        login_lockout_seconds=overrides.pop("login_lockout_seconds", 30),
         **overrides,
     )
     create_raw_topic(bootstrap, topic, settings)
