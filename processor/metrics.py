@@ -23,12 +23,21 @@ __all__ = [
     "PROCESSOR_CONSUMER_LAG",
     "REGISTRY_RELOADS",
     "REGISTRY_INFO",
+    "REGISTRY_FILE_LOADED",
+    "REGISTRY_LAST_SUCCESS",
     "BUILD_INFO",
 ]
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+# A whole request can take minutes (a 10 MiB body at the minimum body rate, a slow client):
+# without buckets above 30 s every such request would sit in +Inf.
+_REQUEST_BUCKETS = _LATENCY_BUCKETS + (60.0, 120.0, 300.0)
+# Edge to commit: a backlog or an outage of the processors delays records by minutes or hours.
+# histogram_quantile() never returns more than the largest finite bucket, so HL7EndToEndLatencyHigh
+# (p99 > 30 s) needs buckets well above 30 s to be able to fire at all.
+_END_TO_END_BUCKETS = _LATENCY_BUCKETS + (60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 EDGE_REQUESTS = Counter(
     "hl7_edge_requests_total",
@@ -44,7 +53,7 @@ EDGE_REQUEST_DURATION = Histogram(
     "hl7_edge_request_duration_seconds",
     "Time from request start to reply, per transport.",
     ["transport"],
-    buckets=_LATENCY_BUCKETS,
+    buckets=_REQUEST_BUCKETS,
 )
 EDGE_PUBLISH_DURATION = Histogram(
     "hl7_edge_publish_duration_seconds",
@@ -73,7 +82,7 @@ PROCESSOR_TRANSACTIONS = Counter(
 PROCESSOR_END_TO_END = Histogram(
     "hl7_processor_end_to_end_seconds",
     "From the edge's received_at to the commit of the routed record.",
-    buckets=_LATENCY_BUCKETS,
+    buckets=_END_TO_END_BUCKETS,
 )
 PROCESSOR_CONSUMER_LAG = Gauge(
     "hl7_processor_consumer_lag",
@@ -89,6 +98,15 @@ REGISTRY_INFO = Gauge(
     "hl7_registry_info",
     "The registry version in force (value is always 1).",
     ["version"],
+)
+REGISTRY_FILE_LOADED = Gauge(
+    "hl7_registry_file_loaded",
+    "1 when the registry file on disk is the one in force; 0 while a changed file is refused "
+    "(invalid or unreadable) and the previous version stays in force.",
+)
+REGISTRY_LAST_SUCCESS = Gauge(
+    "hl7_registry_last_success_timestamp_seconds",
+    "Unix time of the last successful registry (re)load; 0 = none yet.",
 )
 BUILD_INFO = Info("hl7_gateway_build", "Version of the gateway package.")
 BUILD_INFO.info({"version": __version__})

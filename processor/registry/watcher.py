@@ -7,7 +7,10 @@ so readers (``watcher.current``) always see one complete, valid registry.
 
 Refusals: a file that fails to read or validate is refused, the old registry is
 kept, the error is logged (entry and field names only, never hashes) and counted
-as ``hl7_registry_reloads_total{result="error"}``. The refused content is
+as ``hl7_registry_reloads_total{result="error"}``, and ``hl7_registry_file_loaded``
+drops to 0 for as long as the file on disk is not the one in force (back to 1 when
+a valid file is loaded or the file in force is put back), so an alert on it holds
+while the bad file stays. The refused content is
 remembered by hash, so it is not re-reported every poll, and any further change
 to the file is tried again. That is also what protects against half-written
 files: a truncated file fails to parse or validate (both top-level keys are
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from processor.errors import RegistryInvalid
-from processor.metrics import REGISTRY_INFO, REGISTRY_RELOADS
+from processor.metrics import REGISTRY_FILE_LOADED, REGISTRY_INFO, REGISTRY_LAST_SUCCESS, REGISTRY_RELOADS
 from processor.registry.loader import parse_registry
 from processor.registry.model import Registry
 
@@ -91,6 +94,8 @@ class RegistryWatcher:
         self._seen_stat: _Stat = stat
         REGISTRY_RELOADS.labels(result="ok").inc()
         REGISTRY_INFO.labels(version=registry.version).set(1)
+        REGISTRY_FILE_LOADED.set(1)
+        REGISTRY_LAST_SUCCESS.set_to_current_time()
         log.info("registry %s loaded from %s", registry.version, self._path)
 
     # --- readers -------------------------------------------------------------------
@@ -164,13 +169,18 @@ class RegistryWatcher:
             self._last_io_error = None
             self._seen_stat = stat
             digest = hashlib.sha256(data).hexdigest()
-            if digest == self._digest or digest == self._refused_digest:
+            if digest == self._digest:
+                REGISTRY_FILE_LOADED.set(1)  # e.g. the version in force was put back after a refusal
+                return False
+            if digest == self._refused_digest:
+                REGISTRY_FILE_LOADED.set(0)  # still (or again) the refused file: not re-counted
                 return False
             try:
                 registry = parse_registry(data)
             except RegistryInvalid as exc:
                 self._refused_digest = digest
                 REGISTRY_RELOADS.labels(result="error").inc()
+                REGISTRY_FILE_LOADED.set(0)
                 log.error(
                     "registry file %s refused (version %s), keeping %s: %s",
                     self._path,
@@ -184,6 +194,7 @@ class RegistryWatcher:
 
     def _io_error(self, exc: OSError) -> None:
         text = exc.strerror or type(exc).__name__
+        REGISTRY_FILE_LOADED.set(0)
         if text != self._last_io_error:  # count and log once per distinct failure
             self._last_io_error = text
             REGISTRY_RELOADS.labels(result="error").inc()
@@ -204,6 +215,8 @@ class RegistryWatcher:
             except KeyError:
                 pass
         REGISTRY_INFO.labels(version=registry.version).set(1)
+        REGISTRY_FILE_LOADED.set(1)
+        REGISTRY_LAST_SUCCESS.set_to_current_time()
         log.info("registry %s loaded from %s (was %s)", registry.version, self._path, old.version)
         for callback in list(self._callbacks):
             try:

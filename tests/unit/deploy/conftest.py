@@ -8,6 +8,8 @@ targets). Helpers are exposed as fixtures because test modules are imported by p
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,10 @@ TARGET_LABELS = frozenset({"job", "instance", "component", "__name__"})
 _ENUMERATED: dict[tuple[str, str], frozenset[str]] = {
     ("hl7_edge_requests", "ack"): frozenset({"AA", "AR", "AE", "CA", "CR", "CE", "none"}),
     ("hl7_edge_requests", "transport"): frozenset({"http", "soap"}),
-    ("hl7_edge_auth_failures", "reason"): frozenset({"bad_credentials", "network_not_allowed", "rate_limited"}),
+    ("hl7_edge_auth_failures", "reason"): frozenset({
+        "bad_credentials", "missing_credentials", "network_not_allowed", "rate_limited", "unknown_certificate",
+        "tls_handshake",
+    }),
     ("hl7_processor_records", "outcome"): frozenset({"accepted", "deadletter"}),
     ("hl7_processor_transactions", "result"): frozenset({"committed", "aborted"}),
     ("hl7_registry_reloads", "result"): frozenset({"ok", "error"}),
@@ -226,7 +231,41 @@ def kustomization() -> dict[str, Any]:
     return _load_yaml(K8S / "kustomization.yaml")
 
 
+KUBECTL = shutil.which("kubectl")
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize DIR`` (offline): the objects exactly as `kubectl apply -k` sends them."""
+    assert KUBECTL
+    rendered = subprocess.run(
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
 @pytest.fixture(scope="session")
-def k8s_objects(kustomization: dict[str, Any]) -> list[dict[str, Any]]:
-    """The objects kustomize applies (the files listed under resources)."""
+def k8s_files(kustomization: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects of the files listed under resources, as written."""
     return k8s_documents(K8S / name for name in kustomization["resources"])
+
+
+@pytest.fixture(scope="session")
+def k8s_rendered() -> bool:
+    """Whether k8s_objects is kustomize's output (kubectl on PATH) or the raw files."""
+    return KUBECTL is not None
+
+
+@pytest.fixture(scope="session")
+def k8s_objects(k8s_files: list[dict[str, Any]], k8s_rendered: bool) -> list[dict[str, Any]]:
+    """The objects `kubectl apply -k deploy/k8s` applies: kustomize's rendering when kubectl
+    is on PATH (namespace, labels on pod templates, image), else the files as written."""
+    return kustomize(K8S) if k8s_rendered else k8s_files
+
+
+@pytest.fixture(scope="session")
+def monitoring_objects() -> list[dict[str, Any]]:
+    """deploy/k8s/monitoring (Prometheus Operator CRDs), rendered when kubectl is on PATH."""
+    if KUBECTL is not None:
+        return kustomize(K8S / "monitoring")
+    listed = _load_yaml(K8S / "monitoring" / "kustomization.yaml")["resources"]
+    return k8s_documents(K8S / "monitoring" / name for name in listed)

@@ -18,8 +18,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 MIB = 1024 * 1024
-EXPECTED_SERVICES = {"kafka", "topics", "edge", "processor-1", "processor-2", "prometheus", "grafana"}
+EXPECTED_SERVICES = {"kafka", "topics", "edge", "processor-1", "processor-2", "replay", "prometheus", "grafana"}
+ONE_SHOT = {"topics", "replay"}  # run to completion: no healthcheck, no restart loop
 APP_UID = "10001"
+# The Kafka principal (and so the env file) of each gateway service: one per role.
+KAFKA_ROLE = {
+    "edge": "edge",
+    "processor-1": "processor",
+    "processor-2": "processor",
+    "topics": "admin",
+    "replay": "replay",
+}
 
 
 def _handler(command: list[str]) -> str:
@@ -39,6 +48,7 @@ def test_gateway_services_run_real_cli_commands(gateway: Mapping[str, Mapping[st
         "edge": "processor.commands.edge:main",
         "processor-1": "processor.commands.stream:main",
         "processor-2": "processor.commands.stream:main",
+        "replay": "processor.commands.replay:main",
     }
 
 
@@ -208,7 +218,7 @@ def test_start_order_waits_for_kafka_then_topics(services: dict[str, Any]) -> No
 def test_long_running_services_have_healthchecks(services: dict[str, Any]) -> None:
     for name, svc in services.items():
         check = svc.get("healthcheck") or {}
-        if name == "topics":
+        if name in ONE_SHOT:
             assert check.get("disable") is True
             continue
         assert check.get("test"), name
@@ -217,7 +227,7 @@ def test_long_running_services_have_healthchecks(services: dict[str, Any]) -> No
 
 def test_gateway_healthchecks_ask_for_readiness_via_the_image_probe(gateway: Mapping[str, Mapping[str, Any]]) -> None:
     for name, svc in gateway.items():
-        if name != "topics":
+        if name not in ONE_SHOT:
             assert svc["healthcheck"]["test"] == ["CMD", "hl7-healthcheck", "/readyz"], name
 
 
@@ -279,3 +289,68 @@ def test_compose_file_matches_the_compose_specification(compose: dict[str, Any])
     merged = {key: value for key, value in compose.items() if not key.startswith("x-")}
     parsed = compose_spec.PyCompose.from_yaml(yaml.safe_dump(merged, sort_keys=False))
     assert set(parsed.service_names()) == EXPECTED_SERVICES
+
+
+# ---------------------------------------------------------------- least privilege and proxies
+
+
+def _env_files(service: Mapping[str, Any]) -> list[dict[str, Any]]:
+    files = service.get("env_file") or []
+    return [{"path": f, "required": True} if isinstance(f, str) else f for f in files]
+
+
+def test_each_gateway_service_loads_only_its_own_roles_kafka_credentials(
+    gateway: Mapping[str, Mapping[str, Any]],
+) -> None:
+    assert set(gateway) == set(KAFKA_ROLE)
+    for name, svc in gateway.items():
+        files = _env_files(svc)
+        assert [f["path"] for f in files] == [f"./deploy/secrets/kafka-{KAFKA_ROLE[name]}.env"], name
+        # Optional: the demo broker is PLAINTEXT, and a fresh clone has no credentials.
+        assert all(f["required"] is False for f in files), name
+
+
+def test_kafka_credential_files_are_examples_only_and_ignored() -> None:
+    secrets = ROOT / "deploy" / "secrets"
+    assert "*.env" in (secrets / ".gitignore").read_text(encoding="utf-8").split()
+    for role in set(KAFKA_ROLE.values()):
+        example = (secrets / f"kafka-{role}.env.example").read_text(encoding="utf-8")
+        settings = dict(
+            line.split("=", 1) for line in example.splitlines() if line.strip() and not line.startswith("#")
+        )
+        assert settings == {"HL7_KAFKA_SASL_USERNAME": f"hl7-{role}", "HL7_KAFKA_SASL_PASSWORD": ""}, role
+    dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert "**/*.env" in dockerignore, "credentials never reach the image build context"
+
+
+def test_replay_is_a_tool_not_started_by_up(services: dict[str, Any]) -> None:
+    replay = services["replay"]
+    assert replay["profiles"] == ["tools"]
+    assert replay["command"][:2] == ["deadletter", "replay"] and "--execute" not in replay["command"]
+    assert replay["restart"] == "no"
+
+
+def test_edge_trusts_forwarded_for_only_from_the_proxy_network(
+    compose: dict[str, Any], services: dict[str, Any], env_of: Callable[[Mapping[str, Any]], dict[str, str]]
+) -> None:
+    import ipaddress
+
+    edge = services["edge"]
+    assert {"default", "proxy"} <= set(edge["networks"]), "Kafka and Prometheus are on the default network"
+    (pool,) = compose["networks"]["proxy"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(pool["subnet"])
+    containers = ipaddress.ip_network(pool["ip_range"])
+    gateway = ipaddress.ip_address(pool["gateway"])
+    trusted = [ipaddress.ip_network(p.strip()) for p in env_of(edge)["HL7_TRUSTED_PROXIES"].split(",")]
+    assert trusted == [containers] and containers.subnet_of(subnet)
+    # Published ports reach the container from a bridge gateway: never a trusted address.
+    assert gateway in subnet and gateway not in containers
+    others = [name for name, svc in services.items() if name != "edge" and "proxy" in (svc.get("networks") or [])]
+    assert not others, "only the edge (and a reverse proxy you add) may join the proxy network"
+
+
+def test_wsdl_address_is_configured(
+    services: dict[str, Any], env_of: Callable[[Mapping[str, Any]], dict[str, str]]
+) -> None:
+    public = env_of(services["edge"])["HL7_EDGE_PUBLIC_URL"]
+    assert public.startswith(("http://", "https://")) and not public.endswith("/")

@@ -78,3 +78,17 @@ def test_required_views_are_on_the_dashboard() -> None:
         quantiles = [e for e in _panel_exprs(f"{histogram}_bucket") if e.startswith("histogram_quantile(")]
         assert len(quantiles) >= 2, f"{histogram} percentiles"
         assert all("by (le)" in e for e in quantiles)
+
+
+def test_end_to_end_panel_marks_the_alert_threshold() -> None:
+    """The p99 line is drawn against HL7EndToEndLatencyHigh's threshold (the buckets reach 1 h,
+    so the panel shows real values above it)."""
+    import re
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    (rule,) = [r for g in rules for r in g["rules"] if r["alert"] == "HL7EndToEndLatencyHigh"]
+    threshold = float(re.search(r">\s*([0-9.]+)\s*$", rule["expr"].strip()).group(1))
+    (panel,) = [p for p in PANELS if any("hl7_processor_end_to_end_seconds_bucket" in t["expr"] for t in p["targets"])]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["value"] is not None] == [threshold]
+    assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"

@@ -2,14 +2,16 @@
 
 Schemas: kubernetes-validate ships the Kubernetes OpenAPI schemas, so strict validation
 (unknown fields rejected) runs offline. Security, probes, wiring between objects and the
-settings the app reads are checked structurally. When kubectl is on PATH the
-kustomization is also rendered for real.
+settings the app reads are checked structurally, on kustomize's rendering when kubectl is
+on PATH (`kubectl kustomize` works offline), else on the files as written. The Prometheus
+Operator objects (deploy/k8s/monitoring) are custom resources: no schema ships for them, so
+they are checked structurally and against the objects they point at.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"  # oldest version the manifests promise to work on
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}  # CRDs: not in the core schemas
+INGRESS_NAMESPACE = "ingress-nginx"
+MONITORING_NAMESPACE = "monitoring"
+# Each workload's own Kafka Secret (one principal per role); hl7-kafka-replay is for operators.
+KAFKA_SECRET = {
+    "hl7-edge": "hl7-kafka-edge",
+    "hl7-processor": "hl7-kafka-processor",
+    "hl7-topics-create": "hl7-kafka-admin",
+}
+KAFKA_ROLE_SECRETS = {*KAFKA_SECRET.values(), "hl7-kafka-replay"}
 
 
 def _objects(kind: str, k8s_objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,11 +68,16 @@ def test_every_manifest_is_applied_or_is_an_example(kustomization: dict[str, Any
     assert all((K8S / name).is_file() for name in listed)
     for path in K8S.glob("*.y*ml"):
         assert path.name in listed | {"kustomization.yaml"} or path.name.endswith(".example.yaml"), path.name
+    monitoring = yaml.safe_load((K8S / "monitoring" / "kustomization.yaml").read_text())
+    for path in (K8S / "monitoring").glob("*.y*ml"):
+        assert path.name in set(monitoring["resources"]) | {"kustomization.yaml"}, path.name
+    assert not [name for name in listed if "/" in name], "the operator objects stay out of the base"
 
 
 def test_manifests_pass_strict_kubernetes_schema_validation(k8s_objects: list[dict[str, Any]]) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     examples = [doc for path in K8S.glob("*.example.yaml") for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert not [o for o in k8s_objects if o["kind"] in OPERATOR_KINDS], "CRD kinds belong in deploy/k8s/monitoring"
     errors = []
     for obj in [*k8s_objects, *examples]:
         try:
@@ -79,19 +96,34 @@ def test_schema_validation_catches_a_misspelt_field(k8s_objects: list[dict[str, 
         kubernetes_validate.validate(edge, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH")
-def test_kustomize_renders_every_object_into_the_namespace(k8s_objects: list[dict[str, Any]]) -> None:
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    assert sorted(_ids(objects)) == sorted(_ids(k8s_objects))
-    for obj in objects:
+needs_kustomize = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH")
+
+
+@needs_kustomize
+def test_kustomize_renders_every_object_into_the_namespace(
+    k8s_objects: list[dict[str, Any]], k8s_files: list[dict[str, Any]], monitoring_objects: list[dict[str, Any]]
+) -> None:
+    assert sorted(_ids(k8s_objects)) == sorted(_ids(k8s_files))
+    for obj in [*k8s_objects, *monitoring_objects]:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "hl7-gateway", obj["metadata"]["name"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "hl7-gateway"
-    images = {c["image"] for obj in objects if obj["kind"] in WORKLOAD_KINDS for c in _pod(obj)["containers"]}
+    images = {c["image"] for obj in k8s_objects if obj["kind"] in WORKLOAD_KINDS for c in _pod(obj)["containers"]}
     assert len(images) == 1 and images.pop().endswith(":0.1.0")
+
+
+@needs_kustomize
+def test_pod_templates_carry_the_part_of_label_but_selectors_do_not(k8s_objects: list[dict[str, Any]]) -> None:
+    # Pods themselves are labelled (PodMonitors, kubectl -l, cost reports select pods), while
+    # selectors stay untouched: they are immutable on Deployments and StatefulSets.
+    for workload in _workloads(k8s_objects):
+        assert _pod_labels(workload)["app.kubernetes.io/part-of"] == "hl7-gateway", workload["metadata"]["name"]
+        selector = workload["spec"].get("selector", {}).get("matchLabels", {})
+        assert "app.kubernetes.io/part-of" not in selector, workload["metadata"]["name"]
+    for obj in k8s_objects:
+        if obj["kind"] in {"Service", "PodDisruptionBudget"}:
+            selector = obj["spec"]["selector"]
+            assert "app.kubernetes.io/part-of" not in selector.get("matchLabels", selector)
 
 
 # ---------------------------------------------------------------- security
@@ -152,6 +184,18 @@ def test_no_secret_material_in_applied_manifests(k8s_objects: list[dict[str, Any
     assert "$argon2" not in text and "password_hash" not in text
 
 
+def test_kafka_secret_example_has_one_placeholder_secret_per_role() -> None:
+    text = (K8S / "kafka-secrets.example.yaml").read_text(encoding="utf-8")
+    assert "kubectl -n hl7-gateway create secret generic" in text
+    secrets = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(text) if doc}
+    assert set(secrets) == KAFKA_ROLE_SECRETS
+    for name, secret in secrets.items():
+        data = secret["stringData"]
+        assert set(data) == {"HL7_KAFKA_SASL_USERNAME", "HL7_KAFKA_SASL_PASSWORD"}, name
+        assert data["HL7_KAFKA_SASL_USERNAME"] == name.replace("hl7-kafka-", "hl7-"), "principal named after the role"
+        assert data["HL7_KAFKA_SASL_PASSWORD"] == "PLACEHOLDER", name
+
+
 def test_secret_example_is_a_placeholder_only() -> None:
     text = (K8S / "registry-secret.example.yaml").read_text(encoding="utf-8")
     assert "$argon2" not in text and "kubectl" in text and "--from-file" in text
@@ -194,16 +238,35 @@ def test_configmap_holds_only_settings_the_app_reads(
 def test_long_running_pods_probe_livez_and_readyz_on_a_declared_port(k8s_objects: list[dict[str, Any]]) -> None:
     config = _config(k8s_objects)
     expected_port = {"hl7-edge": int(config["HL7_EDGE_PORT"]), "hl7-processor": int(config["HL7_METRICS_PORT"])}
+    probed = set()
     for workload in k8s_objects:
         if workload["kind"] not in {"Deployment", "StatefulSet"}:
             continue
         (container,) = _pod(workload)["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert container["startupProbe"]["httpGet"]["path"] == "/livez"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             port = container[probe]["httpGet"]["port"]
             assert ports[port] == expected_port[workload["metadata"]["name"]], probe
+        probed.add(workload["metadata"]["name"])
+    assert probed == {"hl7-edge", "hl7-processor"}
+
+
+def test_edge_readiness_does_not_wait_for_kafka(k8s_objects: list[dict[str, Any]]) -> None:
+    """SPEC section 4: the edge's /readyz is "registry loaded", never Kafka (covered by
+    tests/integration/edge/test_edge_kafka_outage.py), so during a broker outage the edges stay
+    behind the Service and answer 503 + AE themselves. The processor's /readyz includes Kafka."""
+    edge = _one("Deployment", "hl7-edge", k8s_objects)
+    (container,) = _pod(edge)["containers"]
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= 30, "an unready edge leaves the Service fast"
+    manifest = (K8S / "edge-deployment.yaml").read_text(encoding="utf-8")
+    assert "NOT Kafka" in manifest, "the probe's comment says what readiness means"
+    processor = _one("StatefulSet", "hl7-processor", k8s_objects)
+    assert _pod(processor)["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_registry_comes_from_a_secret_mounted_as_a_directory(k8s_objects: list[dict[str, Any]]) -> None:
@@ -223,13 +286,47 @@ def test_registry_comes_from_a_secret_mounted_as_a_directory(k8s_objects: list[d
         assert registry_file.name == "registry.yaml"
 
 
-def test_kafka_credentials_come_from_a_secret(k8s_objects: list[dict[str, Any]]) -> None:
+def _secret_references(workload: dict[str, Any]) -> set[str]:
+    """Every Secret a workload's pods can read: envFrom, env valueFrom, volumes (incl. projected)."""
+    pod = _pod(workload)
+    names = set()
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        names |= {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+        names |= {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
+
+
+def test_kafka_credentials_come_from_one_secret_per_role(k8s_objects: list[dict[str, Any]]) -> None:
     config = _config(k8s_objects)
     assert config["HL7_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
-    assert "HL7_KAFKA_SASL_PASSWORD" not in config
+    assert not {"HL7_KAFKA_SASL_USERNAME", "HL7_KAFKA_SASL_PASSWORD"} & set(config)
     for workload in _workloads(k8s_objects):
-        refs = [e["secretRef"]["name"] for e in _pod(workload)["containers"][0]["envFrom"] if "secretRef" in e]
-        assert refs == ["hl7-kafka-credentials"], workload["metadata"]["name"]
+        name = workload["metadata"]["name"]
+        refs = [e["secretRef"] for e in _pod(workload)["containers"][0]["envFrom"] if "secretRef" in e]
+        # Optional, so a cluster without SASL applies the manifests without creating Secrets.
+        assert refs == [{"name": KAFKA_SECRET[name], "optional": True}], name
+        # Never another role's credentials, by any route.
+        assert _secret_references(workload) & KAFKA_ROLE_SECRETS == {KAFKA_SECRET[name]}, name
+    edge = _one("Deployment", "hl7-edge", k8s_objects)
+    assert _secret_references(edge) == {"hl7-kafka-edge", "hl7-registry"}, "the internet-facing pod holds least"
+
+
+def test_edge_trusts_forwarded_for_from_the_pod_network_only(k8s_objects: list[dict[str, Any]]) -> None:
+    config = _config(k8s_objects)
+    trusted = [ipaddress.ip_network(p.strip()) for p in config["HL7_TRUSTED_PROXIES"].split(",")]
+    assert trusted, "behind the ingress, X-Forwarded-For is the only way to see the client"
+    assert all(n.is_private and n.prefixlen >= 8 for n in trusted), "never a public range or 0.0.0.0/0"
+    assert config["HL7_EDGE_PUBLIC_URL"].startswith("https://")
 
 
 # ---------------------------------------------------------------- processor
@@ -303,24 +400,175 @@ def test_edge_autoscales_on_cpu_and_keeps_one_pod_through_disruptions(k8s_object
     assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a PDB that blocks every drain"
 
 
-def test_network_policy_denies_by_default_and_opens_only_what_is_needed(k8s_objects: list[dict[str, Any]]) -> None:
-    policies = _objects("NetworkPolicy", k8s_objects)
-    assert any(p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in policies)
-    config = _config(k8s_objects)
-    edge_in = [
-        port["port"]
-        for p in policies
-        if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "hl7-edge"
-        for rule in p["spec"].get("ingress", [])
+def _policies_for(app: str, kind: str, k8s_objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NetworkPolicies of type ``kind`` (Ingress/Egress) whose podSelector selects pods labelled ``app``."""
+
+    def selects(selector: dict[str, Any]) -> bool:
+        if not selector:
+            return True
+        labels = {"app.kubernetes.io/name": app}
+        if not _selects(selector.get("matchLabels", {}), labels):
+            return False
+        for expression in selector.get("matchExpressions", []):
+            assert expression["operator"] == "In", "only In is understood here"
+            if labels.get(expression["key"]) not in expression["values"]:
+                return False
+        return True
+
+    return [
+        p for p in _objects("NetworkPolicy", k8s_objects)
+        if kind in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"])
+    ]
+
+
+def _ingress_rules(app: str, k8s_objects: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(source namespace, port) pairs opened towards ``app``'s pods; every rule names both."""
+    opened = []
+    for policy in _policies_for(app, "Ingress", k8s_objects):
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from") and rule.get("ports"), f"{policy['metadata']['name']}: open to anyone"
+            for peer in rule["from"]:
+                assert set(peer) == {"namespaceSelector"}, "whole namespaces, matched by their name label"
+                namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                opened += [(namespace, port["port"]) for port in rule["ports"]]
+    return opened
+
+
+def _egress_ports(app: str, k8s_objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        port
+        for p in _policies_for(app, "Egress", k8s_objects)
+        for rule in p["spec"].get("egress", [])
         for port in rule["ports"]
     ]
-    assert edge_in == [int(config["HL7_EDGE_PORT"])]
-    egress = [port for p in policies for rule in p["spec"].get("egress", []) for port in rule["ports"]]
-    assert {"UDP", "TCP"} <= {p["protocol"] for p in egress if p["port"] == 53}, "DNS"
+
+
+def _covers(ports: list[dict[str, Any]], number: int, protocol: str = "TCP") -> bool:
+    return any(p["protocol"] == protocol and p["port"] <= number <= p.get("endPort", p["port"]) for p in ports)
+
+
+def test_network_policy_denies_by_default(k8s_objects: list[dict[str, Any]]) -> None:
+    policies = _objects("NetworkPolicy", k8s_objects)
+    deny_all = [p["spec"] for p in policies if p["spec"]["podSelector"] == {}]
+    assert any(set(spec["policyTypes"]) == {"Ingress", "Egress"} for spec in deny_all)
+    assert all(not spec.get("ingress") and not spec.get("egress") for spec in deny_all), "namespace-wide: deny only"
+
+
+def test_edge_is_reachable_from_the_ingress_and_monitoring_namespaces_only(k8s_objects: list[dict[str, Any]]) -> None:
+    port = int(_config(k8s_objects)["HL7_EDGE_PORT"])
+    assert sorted(_ingress_rules("hl7-edge", k8s_objects)) == sorted(
+        [(INGRESS_NAMESPACE, port), (MONITORING_NAMESPACE, port)]
+    )
+
+
+def test_processor_metrics_are_reachable_from_the_monitoring_namespace_only(k8s_objects: list[dict[str, Any]]) -> None:
+    port = int(_config(k8s_objects)["HL7_METRICS_PORT"])
+    assert _ingress_rules("hl7-processor", k8s_objects) == [(MONITORING_NAMESPACE, port)]
+    assert _ingress_rules("hl7-topics", k8s_objects) == [], "the topics Job serves nothing"
+
+
+def test_egress_opens_dns_kafka_and_the_schema_registry_where_needed(k8s_objects: list[dict[str, Any]]) -> None:
+    config = _config(k8s_objects)
     bootstrap_port = int(config["HL7_KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)[1])
-    assert any(p["port"] <= bootstrap_port <= p.get("endPort", p["port"]) for p in egress), "Kafka"
-    covered = {"hl7-edge", "hl7-processor", "hl7-topics"}
-    for p in policies:
-        for expression in p["spec"]["podSelector"].get("matchExpressions", []):
-            covered -= set(expression["values"])
-    assert not covered, f"egress not opened for {covered}"
+    for app in ("hl7-edge", "hl7-processor", "hl7-topics", "hl7-replay"):
+        ports = _egress_ports(app, k8s_objects)
+        assert _covers(ports, 53, "UDP") and _covers(ports, 53, "TCP"), f"{app}: DNS"
+        assert _covers(ports, bootstrap_port), f"{app}: the configured Kafka port"
+        for kafka_port in range(9092, 9099):  # Apache/Strimzi/Confluent/MSK client listeners
+            assert _covers(ports, kafka_port), f"{app}: Kafka {kafka_port}"
+    processor = _egress_ports("hl7-processor", k8s_objects)
+    assert _covers(processor, 8081) and _covers(processor, 443), "schema registry, in-cluster or over HTTPS"
+    for app in ("hl7-edge", "hl7-topics"):
+        assert not _covers(_egress_ports(app, k8s_objects), 443), f"{app} talks to Kafka only"
+
+
+def test_replay_example_job_runs_under_the_replay_principal(kustomization: dict[str, Any]) -> None:
+    from processor.cli import build_parser
+
+    (job,) = [d for d in yaml.safe_load_all((K8S / "replay-job.example.yaml").read_text()) if d]
+    assert job["metadata"]["generateName"] and "name" not in job["metadata"], "kubectl create: a new Job per run"
+    (container,) = _pod(job)["containers"]
+    assert build_parser().parse_args(container["args"]).handler == "processor.commands.replay:main"
+    assert "--execute" not in container["args"], "the example is a dry run"
+    assert _secret_references(job) == {"hl7-kafka-replay", "hl7-registry"}
+    (image,) = kustomization["images"]
+    assert container["image"] == f"{image['newName']}:{image['newTag']}", "the image the base deploys"
+    assert _pod_labels(job)["app.kubernetes.io/name"] == "hl7-replay", "selected by the egress policy"
+
+
+# ---------------------------------------------------------------- ingress
+
+
+def test_ingress_routes_only_the_intake_endpoints(k8s_objects: list[dict[str, Any]]) -> None:
+    (ingress,) = _objects("Ingress", k8s_objects)
+    (rule,) = ingress["spec"]["rules"]
+    paths = {p["path"]: p for p in rule["http"]["paths"]}
+    assert set(paths) == {"/hl7", "/soap"}, "/metrics, /livez and /readyz are never public"
+    for path in paths.values():
+        assert path["pathType"] == "Exact"
+        assert path["backend"]["service"] == {"name": "hl7-edge", "port": {"name": "http"}}
+    edge_service = _one("Service", "hl7-edge", k8s_objects)
+    assert "http" in {p["name"] for p in edge_service["spec"]["ports"]}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+
+
+def test_ingress_host_is_the_public_url_and_serves_tls(k8s_objects: list[dict[str, Any]]) -> None:
+    from urllib.parse import urlsplit
+
+    (ingress,) = _objects("Ingress", k8s_objects)
+    public = urlsplit(_config(k8s_objects)["HL7_EDGE_PUBLIC_URL"])
+    (rule,) = ingress["spec"]["rules"]
+    assert public.scheme == "https" and rule["host"] == public.hostname
+    assert any(public.hostname in tls["hosts"] for tls in ingress["spec"]["tls"])
+
+
+def test_ingress_takes_bodies_up_to_the_edge_limit(k8s_objects: list[dict[str, Any]]) -> None:
+    # ingress-nginx refuses bodies over 1m by default with its own 413 (no SOAP Fault, no ACK).
+    (ingress,) = _objects("Ingress", k8s_objects)
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    limit = int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+    assert limit > int(_config(k8s_objects)["HL7_MAX_BODY_BYTES"])
+
+
+# ---------------------------------------------------------------- topics Job
+
+
+def test_topics_job_can_be_applied_again(k8s_objects: list[dict[str, Any]]) -> None:
+    # kubectl apply cannot create from generateName, and a Job's template is immutable: the
+    # fixed-name Job removes itself after finishing so the next apply re-creates it
+    # (docs/operations.md, "The topics Job"); `topics create` is idempotent.
+    job = _one("Job", "hl7-topics-create", k8s_objects)
+    assert "generateName" not in job["metadata"]
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600
+    assert _pod(job)["containers"][0]["args"] == ["topics", "create"]
+    assert "The topics Job" in (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- Prometheus Operator
+
+
+def test_service_monitors_scrape_each_role_under_the_job_the_alerts_expect(
+    k8s_objects: list[dict[str, Any]], monitoring_objects: list[dict[str, Any]]
+) -> None:
+    alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
+    monitors = [o for o in monitoring_objects if o["kind"] == "ServiceMonitor"]
+    assert {m["metadata"]["name"] for m in monitors} == {"hl7-edge", "hl7-processor"}
+    config = _config(k8s_objects)
+    expected_port = {"hl7-edge": int(config["HL7_EDGE_PORT"]), "hl7-processor": int(config["HL7_METRICS_PORT"])}
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert "jobLabel" not in monitor["spec"], "job = the Service's name"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in _objects("Service", k8s_objects) if _selects(selector, s["metadata"]["labels"])]
+        assert f'job="{service["metadata"]["name"]}"' in alerts
+        ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        assert ports[endpoint["port"]] == expected_port[service["metadata"]["name"]]
+
+
+def test_prometheus_rule_is_applied_with_the_monitoring_objects(monitoring_objects: list[dict[str, Any]]) -> None:
+    (rule,) = [o for o in monitoring_objects if o["kind"] == "PrometheusRule"]
+    generated = yaml.safe_load((K8S / "monitoring" / "prometheusrule.yaml").read_text(encoding="utf-8"))
+    assert rule["spec"] == generated["spec"], "kustomize must not alter the rules"

@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import importlib.util
+from types import ModuleType
+
 import pytest
 import yaml
 
@@ -83,13 +86,75 @@ def _anchors(markdown: str) -> set[str]:
     return anchors
 
 
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("generate_monitoring", ROOT / "deploy" / "generate_monitoring.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _load_generator()
+
+
+def test_runbook_base_is_an_absolute_link_to_the_operations_doc() -> None:
+    base = GENERATOR.RUNBOOK_BASE
+    assert base.startswith("https://") and "#" not in base
+    assert base.endswith("/docs/operations.md"), "the base names the document the anchors are in"
+
+
 @pytest.mark.parametrize("rule", RULES, ids=ALERT_IDS)
 def test_runbook_link_points_at_an_existing_section(rule: dict[str, Any]) -> None:
-    path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-    document = ROOT / path
-    assert document.is_file(), path
-    assert anchor in _anchors(document.read_text(encoding="utf-8"))
+    url = rule["annotations"]["runbook_url"]
+    base, _, anchor = url.partition("#")
+    assert base == GENERATOR.RUNBOOK_BASE, "every runbook_url is built from the one configured base"
+    assert anchor in _anchors((ROOT / "docs" / "operations.md").read_text(encoding="utf-8"))
     assert anchor == rule["alert"].lower(), "one runbook section per alert, named after it"
+
+
+def test_generated_monitoring_files_are_up_to_date() -> None:
+    """alerts.yml is the one source: runbook URLs, the promtool expectations and the
+    PrometheusRule are derived by deploy/generate_monitoring.py and must match its output."""
+    stale = [
+        str(path.relative_to(ROOT))
+        for path, text in GENERATOR.expected_files().items()
+        if not path.is_file() or path.read_text(encoding="utf-8") != text
+    ]
+    assert not stale, f"run python deploy/generate_monitoring.py: {stale}"
+
+
+def test_prometheus_rule_carries_exactly_the_rules_of_alerts_yml() -> None:
+    rule = _load(ROOT / "deploy" / "k8s" / "monitoring" / "prometheusrule.yaml")
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["spec"]["groups"] == _load(PROMETHEUS / "alerts.yml")["groups"]
+
+
+def test_generator_rebases_every_runbook_url() -> None:
+    text = (PROMETHEUS / "alerts.yml").read_text(encoding="utf-8")
+    rebased = yaml.safe_load(GENERATOR.with_rule_runbooks(text, "https://docs.example.net/ops.md"))
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for g in rebased["groups"] for r in g["rules"]}
+    assert urls == {name: f"https://docs.example.net/ops.md#{name.lower()}" for name in ALERT_IDS}
+    tests = (ROOT / "tests" / "unit" / "deploy" / "promtool" / "alerts_test.yml").read_text(encoding="utf-8")
+    assert GENERATOR.RUNBOOK_BASE in tests
+    assert GENERATOR.RUNBOOK_BASE not in GENERATOR.with_test_runbooks(tests, "https://docs.example.net/ops.md")
+
+
+def _histogram_bounds(family: str) -> list[float]:
+    from processor import metrics
+
+    (collector,) = [getattr(metrics, a) for a in metrics.__all__ if getattr(metrics, a)._name == family]  # noqa: SLF001
+    return [b for b in collector._upper_bounds if b != float("inf")]  # noqa: SLF001
+
+
+@pytest.mark.parametrize("rule", RULES, ids=ALERT_IDS)
+def test_quantile_thresholds_are_below_the_largest_bucket(rule: dict[str, Any]) -> None:
+    """histogram_quantile() answers at most the largest finite bucket: a threshold at or above
+    it can never be crossed (HL7EndToEndLatencyHigh once tested > 30 with 30 s as the top)."""
+    expr = " ".join(rule["expr"].split())
+    for family, threshold in re.findall(
+        r"histogram_quantile\(.*?\b(hl7_\w+)_bucket\b.*?\)\)\)\s*>\s*([0-9.]+)", expr
+    ):
+        assert float(threshold) < max(_histogram_bounds(family)) / 10, (family, threshold)
 
 
 def test_alert_names_are_unique() -> None:
@@ -104,9 +169,10 @@ def test_the_required_conditions_are_alerted_on(names_in: Callable[[str], set[st
 
     assert covered("hl7_processor_records_total", 'outcome="deadletter"'), "dead-letter surge"
     assert covered("hl7_processor_consumer_lag"), "lag growth"
-    assert covered("hl7_edge_requests_total", 'status="503"'), "edge storage failures"
-    assert covered("hl7_registry_reloads_total", 'result="error"'), "registry reload failures"
-    assert covered("hl7_edge_auth_failures_total"), "auth failure spike"
+    assert covered("hl7_edge_requests_total", 'status="503", ack=~"AE|CE"'), "edge storage failures (not bare 503s)"
+    assert covered("hl7_registry_file_loaded", "== 0"), "registry reload failures, held while the bad file stays"
+    assert covered("hl7_edge_auth_failures_total", 'reason!="missing_credentials"'), "auth failure spike"
+    assert covered("hl7_processor_end_to_end_seconds_bucket", "> 30"), "end-to-end latency"
 
 
 def test_promql_checker_rejects_what_the_app_cannot_expose(check_promql: Callable[[str], list[str]]) -> None:

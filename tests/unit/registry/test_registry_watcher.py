@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ def reloads(result: str) -> float:
 
 def info(version: str) -> float | None:
     return PROM.get_sample_value("hl7_registry_info", {"version": version})
+
+
+def file_loaded() -> float | None:
+    return PROM.get_sample_value("hl7_registry_file_loaded")
+
+
+def last_success() -> float | None:
+    return PROM.get_sample_value("hl7_registry_last_success_timestamp_seconds")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -210,3 +219,56 @@ def test_background_thread_reloads(tmp_path: Path, variants: tuple[bytes, bytes,
         assert swapped.wait(30), "watcher thread never reloaded"
         assert watcher.current.version == registry_version(v2)
     assert watcher._thread is None
+
+
+def test_file_loaded_gauge_holds_while_the_refused_file_stays(
+    tmp_path: Path, variants: tuple[bytes, bytes, bytes]
+) -> None:
+    """HL7RegistryReloadFailed alerts on hl7_registry_file_loaded == 0: it must stay 0 for as
+    long as the refused file is on disk (not only at the poll that counted the error), and
+    come back to 1 when a valid file is loaded or the version in force is put back."""
+    v1, v2, invalid = variants
+    path = tmp_path / "registry.yaml"
+    path.write_bytes(v1)
+    before = time.time()
+    watcher = RegistryWatcher(path, interval_s=60, settle=False, full_check_every=1)
+    assert file_loaded() == 1.0
+    loaded_at = last_success()
+    assert loaded_at is not None and loaded_at >= before - 1
+    write_atomically(path, invalid)
+    assert watcher.poll_now() is False
+    assert file_loaded() == 0.0
+    for _ in range(3):  # later polls (full re-reads included) neither re-count nor clear it
+        assert watcher.poll_now() is False
+        assert file_loaded() == 0.0
+    assert last_success() == loaded_at, "a refusal is not a success"
+    # The version in force put back: nothing to load, the file on disk is in force again.
+    write_atomically(path, v1)
+    assert watcher.poll_now() is False
+    assert file_loaded() == 1.0
+    # The same refused bytes once more: 0 again, although not counted again.
+    errors_before = reloads("error")
+    write_atomically(path, invalid)
+    assert watcher.poll_now() is False
+    assert file_loaded() == 0.0 and reloads("error") == errors_before
+    # A fixed file is loaded: 1, and the success time moves on.
+    write_atomically(path, v2)
+    assert watcher.poll_now() is True
+    assert file_loaded() == 1.0
+    assert (last_success() or 0) >= loaded_at
+
+
+def test_file_loaded_gauge_is_zero_while_the_file_is_missing(
+    tmp_path: Path, variants: tuple[bytes, bytes, bytes]
+) -> None:
+    v1, _, _ = variants
+    path = tmp_path / "registry.yaml"
+    path.write_bytes(v1)
+    watcher = RegistryWatcher(path, interval_s=60, settle=False)
+    path.unlink()
+    assert watcher.poll_now() is False
+    assert watcher.poll_now() is False
+    assert file_loaded() == 0.0
+    path.write_bytes(v1)  # the same content back: in force again without a swap
+    assert watcher.poll_now() is False
+    assert file_loaded() == 1.0
