@@ -46,7 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) in the foreground")
     kafka.add_argument("--port", type=int, default=9092, help="client port (0 = any free port)")
     kafka.add_argument("--data-dir", help="keep data here (default: temporary, removed on exit)")
+    kafka.add_argument("--sasl", action="store_true",
+                       help="SASL_PLAINTEXT + SCRAM-SHA-512 with ACLs enforced; creates and prints a "
+                       "user per role (development only)")
     kafka.set_defaults(handler="processor.commands.kafka:main")
+
+    acls = sub.add_parser("acls", help="least-privilege Kafka ACLs per role (print; --apply creates)")
+    acls.add_argument("--apply", action="store_true",
+                      help="create them on HL7_KAFKA_BOOTSTRAP_SERVERS (idempotent); default: print only")
+    acls.add_argument("--format", choices=("table", "kafka-acls"), default="table",
+                      help="print as a table (default) or as kafka-acls.sh command lines")
+    acls.add_argument("--edge-principal", help="default User:hl7-edge")
+    acls.add_argument("--processor-principal", help="default User:hl7-processor")
+    acls.add_argument("--replay-principal", help="default User:hl7-replay")
+    acls.add_argument("--admin-principal", help="default User:hl7-admin")
+    acls.add_argument("--transactional-id-prefix",
+                      help="common prefix of the processors' HL7_TRANSACTIONAL_IDs (default hl7-processor-)")
+    acls.set_defaults(handler="processor.commands.acls:main")
 
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")

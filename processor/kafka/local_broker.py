@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -22,13 +25,16 @@ import time
 import urllib.request
 import uuid
 from base64 import urlsafe_b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from processor.errors import ConfigError
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port", "free_ports"]
+__all__ = [
+    "KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port", "free_ports",
+    "SASL_MECHANISM", "SUPER_USER", "recorded_sasl_users",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,12 @@ appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = [kafka] %d{HH:mm:ss} %-5p %c{1}: %m%n
 rootLogger.level = {level}
 rootLogger.appenderRef.stdout.ref = STDOUT
+"""
+# SASL mode: every refused request in broker.log ("Principal = User:x is Denied operation
+# = WRITE ... on resource = Topic:LITERAL:hl7.raw"); allowed ones are DEBUG, not logged.
+_LOG4J2_DENIALS = """\
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = INFO
 """
 
 
@@ -195,16 +207,86 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C in the terminal reaches the parent only; the parent stops the broker.
 
 
-def _broker_properties(data_dir: Path, port: int, controller_port: int) -> str:
+# SASL mode (development only): SCRAM on the client listener, every request authorized.
+SASL_MECHANISM = "SCRAM-SHA-512"
+SUPER_USER = "admin"  # the broker's own identity (inter-broker and broker-to-controller)
+_SASL_FILE = "sasl-users.json"  # the SCRAM users the storage was formatted with (mode 0600)
+_SASL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Characters safe both inside kafka-storage's 'SCRAM-SHA-512=[name=..,password=..]' and a
+# JAAS quoted string: no quotes, backslashes, brackets, commas, '=' or whitespace.
+_SASL_PASSWORD = re.compile(r"[A-Za-z0-9._~!@#$%^&*()+:;?/<>{}|-]{1,256}")
+
+
+def _check_sasl_users(users: Mapping[str, str]) -> None:
+    for name, password in users.items():
+        if not _SASL_NAME.fullmatch(name):
+            raise ConfigError(f"SASL user name {name!r}: use letters, digits, '.', '_' or '-'")
+        if not _SASL_PASSWORD.fullmatch(password):
+            raise ConfigError(
+                f"SASL password of {name!r}: 1-256 characters, no quotes, backslashes, "
+                "brackets, commas, '=' or whitespace"
+            )
+
+
+def recorded_sasl_users(data_dir: str | Path) -> dict[str, str] | None:
+    """The SCRAM users (name -> password) a SASL data directory was formatted with, or
+    ``None`` if it was not (yet) formatted in SASL mode."""
+    try:
+        return dict(json.loads((Path(data_dir) / _SASL_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _jaas(module: str, user: str, password: str, *extra: str) -> str:
+    fields = " ".join((f'username="{user}"', f'password="{password}"', *extra))
+    return f"{module} required {fields};"
+
+
+def _listener_properties(port: int, controller_port: int, admin_password: str | None) -> dict[str, str]:
+    if admin_password is None:
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    scram = SASL_MECHANISM.lower()
+    return {
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        # The controller listener authenticates too (PLAIN with one static user: SCRAM
+        # credentials live in the metadata log, which the controller serves, so it cannot
+        # use them itself). A PLAINTEXT controller listener would make every local
+        # connection to it User:ANONYMOUS, which would then need to be a super user.
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SASL_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+        f"listener.name.sasl_plaintext.{scram}.sasl.jaas.config": _jaas(
+            "org.apache.kafka.common.security.scram.ScramLoginModule", SUPER_USER, admin_password
+        ),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": _jaas(
+            "org.apache.kafka.common.security.plain.PlainLoginModule", SUPER_USER, admin_password,
+            f'user_{SUPER_USER}="{admin_password}"',
+        ),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{SUPER_USER}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def _broker_properties(
+    data_dir: Path, port: int, controller_port: int, admin_password: str | None = None
+) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **_listener_properties(port, controller_port, admin_password),
         "log.dirs": str(data_dir / "logs"),
         "num.partitions": "1",
         # One node: internal topics must be sized for it or transactions and groups hang.
@@ -249,7 +331,27 @@ class LocalKafka:
     with the same data (tests use this to take the broker away and bring it back).
     """
 
-    def __init__(self, data_dir: str | Path | None = None, port: int = 0, heap: str = "768m") -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        port: int = 0,
+        heap: str = "768m",
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
+        """``sasl_users`` (name -> password) switches to SASL mode: the client listener
+        is SASL_PLAINTEXT with SCRAM-SHA-512, these users are created when the storage is
+        formatted, and the KRaft ``StandardAuthorizer`` allows nothing without an ACL
+        except to the super user ``admin`` (password generated unless given here).
+        Development only: passwords travel unencrypted on 127.0.0.1."""
+        self._sasl_users: dict[str, str] | None = None
+        self._admin_password_generated = False
+        if sasl_users is not None:
+            users = dict(sasl_users)
+            if SUPER_USER not in users:
+                users[SUPER_USER] = secrets.token_urlsafe(18)
+                self._admin_password_generated = True
+            _check_sasl_users(users)
+            self._sasl_users = users
         self._keep = data_dir is not None
         self._data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hl7-kafka-"))
         ports = free_ports(2)  # distinct: two sockets bound at once
@@ -267,6 +369,31 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def sasl(self) -> bool:
+        return self._sasl_users is not None
+
+    @property
+    def sasl_users(self) -> dict[str, str]:
+        """SASL mode: every SCRAM user and its password (including the super user)."""
+        return dict(self._sasl_users or {})
+
+    def client_config(self, user: str | None = None) -> dict[str, str]:
+        """librdkafka settings to reach this broker; in SASL mode as ``user`` (default:
+        the super user ``admin``)."""
+        conf = {"bootstrap.servers": self.bootstrap}
+        if self._sasl_users is not None:
+            name = user or SUPER_USER
+            if name not in self._sasl_users:
+                raise ConfigError(f"no SASL user {name!r} on this broker")
+            conf.update({
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": SASL_MECHANISM,
+                "sasl.username": name, "sasl.password": self._sasl_users[name],
+            })
+        elif user is not None:
+            raise ConfigError("this broker runs without SASL: it has no users")
+        return conf
+
+    @property
     def data_dir(self) -> Path:
         return self._data_dir
 
@@ -274,20 +401,53 @@ class LocalKafka:
         classpath = os.pathsep.join(str(p) for p in fetch_classpath())
         log4j = self._data_dir / "log4j2.properties"
         level = os.environ.get("HL7_LOCAL_KAFKA_LOG_LEVEL", "WARN")
-        log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level))
+        log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level) + (_LOG4J2_DENIALS if self.sasl else ""))
         return [
             _java(), f"-Xmx{self._heap}", "-Xms128m", "-XX:+UseG1GC",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
             "-cp", classpath, main_class, *args,
         ]
 
-    def _format_storage(self, properties: Path) -> None:
-        if (self._data_dir / "logs" / "meta.properties").is_file():
+    def _formatted(self) -> bool:
+        return (self._data_dir / "logs" / "meta.properties").is_file()
+
+    def _check_recorded_users(self) -> None:
+        """SCRAM users are fixed when the storage is formatted: a kept data directory must
+        be started in the mode (and with the users) it was formatted with."""
+        recorded = recorded_sasl_users(self._data_dir)
+        if self._sasl_users is None:
+            if recorded is not None:
+                raise ConfigError(f"{self._data_dir} was formatted with SASL users: start it in SASL mode")
             return
-        cmd = self._command("kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties))
+        if recorded is None:
+            raise ConfigError(f"{self._data_dir} was formatted without SASL: use a new data directory")
+        requested = dict(self._sasl_users)
+        if self._admin_password_generated:  # not chosen by the caller: the recorded one stays
+            requested[SUPER_USER] = recorded.get(SUPER_USER, "")
+        if requested != recorded:
+            raise ConfigError(
+                f"{self._data_dir} was formatted with other SASL users or passwords "
+                "(they are set at format time): use a new data directory"
+            )
+        self._sasl_users = recorded
+
+    def _format_storage(self, properties: Path) -> None:
+        if self._formatted():
+            return
+        scram: list[str] = []
+        for name, password in (self._sasl_users or {}).items():
+            scram += ["--add-scram", f"{SASL_MECHANISM}=[name={name},password={password}]"]
+        cmd = self._command(
+            "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties), *scram
+        )
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ConfigError(f"Kafka storage format failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
+        if self._sasl_users is not None:
+            users_file = self._data_dir / _SASL_FILE
+            fd = os.open(users_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self._sasl_users, handle)
 
     def start(self, timeout: float = 90.0) -> str:
         if self._process and self._process.poll() is None:
@@ -306,8 +466,13 @@ class LocalKafka:
 
     def _start_once(self, timeout: float) -> str:
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        if self._formatted():
+            self._check_recorded_users()
+        admin_password = None if self._sasl_users is None else self._sasl_users[SUPER_USER]
         properties = self._data_dir / "server.properties"
-        properties.write_text(_broker_properties(self._data_dir, self.port, self.controller_port))
+        if self.sasl:
+            properties.touch(mode=0o600)  # it holds the super user's password
+        properties.write_text(_broker_properties(self._data_dir, self.port, self.controller_port, admin_password))
         self._format_storage(properties)
         with self._log_path.open("ab") as log_file:
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -346,7 +511,7 @@ class LocalKafka:
             if self._process is not None and self._process.poll() is not None:
                 raise _ExitedEarly(f"Kafka exited during start-up:\n{self.log_tail()}")
             if admin is None and self._port_open():
-                admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
+                admin = AdminClient({**self.client_config(), "log_level": 2})
             if admin is not None:
                 try:
                     metadata = admin.list_topics(timeout=2)
@@ -357,6 +522,14 @@ class LocalKafka:
             time.sleep(0.2)
         self.stop()
         raise ConfigError(f"Kafka did not become ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def denials(self) -> list[str]:
+        """SASL mode: the authorizer's "is Denied" lines logged so far (see broker.log)."""
+        try:
+            text = self._log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if " is Denied operation " in line]
 
     def log_tail(self, lines: int = 25) -> str:
         """The end of the broker's log (it lives in the data dir, which ``close()`` may remove)."""
