@@ -1,8 +1,17 @@
 """PKB-compatible SOAP 1.1 wrapper: ``acceptMessage(arg0) -> return``.
 
-Requests are parsed with defusedxml with DTDs, entity declarations and
-external references all forbidden, so XXE and "billion laughs" bodies are a
-``SoapError`` before anything is expanded.
+Requests are parsed with expat used directly, fed in 16 KiB slices: defusedxml
+has no streaming parser with depth or element limits (its parsers build the
+whole tree first, so a 9 MiB body of nested or sibling elements cost hundreds
+of MiB). Only arg0's text and a few counters are kept, and the parse stops at
+once past a MAX_* limit, one of which is a tag, comment or PI left unfinished
+over MAX_TOKEN bytes (expat holds it whole, and hands all of a tag's attributes
+to Python before a handler can refuse them). The forbidding mirrors defusedxml's
+forbid_dtd/forbid_entities/forbid_external: a DOCTYPE, an entity declaration
+(parsed or unparsed) or an external entity reference raises from its handler
+and parameter entities are never parsed, so XXE and "billion laughs" bodies are
+refused before anything is expanded. The shape checks and their error texts are
+those of the tree-based parser this replaced, reported in the same order.
 
 Line ends: XML parsers normalise a literal CR or CRLF in text (CDATA too) to
 LF; only ``&#13;`` survives as CR. ``parse_accept_message`` returns arg0's
@@ -22,26 +31,20 @@ are the contract partners code against.
 from __future__ import annotations
 
 import codecs
-from xml.etree.ElementTree import Element
+import re
+import sys
+from collections.abc import Iterator
+from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 from xml.sax.saxutils import quoteattr
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
 
 from processor.errors import SoapError
 from processor.hl7.charset import DEFAULT_CODEC, codec_for
 
 __all__ = [
-    "SOAP_NS",
-    "SERVICE_NS",
-    "SERVICE_NAME",
-    "PORT_NAME",
-    "parse_accept_message",
-    "message_bytes",
-    "build_accept_response",
-    "build_fault",
-    "build_wsdl",
+    "SOAP_NS", "SERVICE_NS", "SERVICE_NAME", "PORT_NAME",
+    "MAX_DEPTH", "MAX_ELEMENTS", "MAX_ELEMENT_ATTRIBUTES", "MAX_ATTRIBUTES", "MAX_TOKEN",
+    "parse_accept_message", "message_bytes", "build_accept_response", "build_fault", "build_wsdl",
 ]
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -49,19 +52,33 @@ SERVICE_NS = "http://wsssl.hl7api.patientsknowbest.com/"
 SERVICE_NAME = "Hl7ApiService"
 PORT_NAME = "Hl7ApiPort"
 
-_ENVELOPE = f"{{{SOAP_NS}}}Envelope"
-_BODY = f"{{{SOAP_NS}}}Body"
-_HEADER = f"{{{SOAP_NS}}}Header"
-_ACCEPT = f"{{{SERVICE_NS}}}acceptMessage"
-_ARG0 = ("arg0", f"{{{SERVICE_NS}}}arg0")
+MAX_DEPTH = 32  # element nesting, the root being level 1
+MAX_ELEMENTS = 1000  # elements in the whole request
+MAX_ELEMENT_ATTRIBUTES = 64  # attributes of one element
+MAX_ATTRIBUTES = 1000  # attributes and namespace declarations in the whole request
+MAX_TOKEN = 1 << 14  # bytes of one unfinished tag, comment or PI
+_CHUNK = 1 << 14  # bytes fed to expat at a time (at least MAX_TOKEN: see _Reader.feed)
+
+# Names as expat reports them with namespace_separator "}": "uri}local", or "local".
+# _EXPECTED[k]: the names allowed for the one child of the element at level k
+# (0 the document, 1 Envelope, 2 Body, 3 acceptMessage; 4 is arg0).
+_HEADER = f"{SOAP_NS}}}Header"
+_EXPECTED = ((f"{SOAP_NS}}}Envelope",), (f"{SOAP_NS}}}Body",), (f"{SERVICE_NS}}}acceptMessage",),
+             ("arg0", f"{SERVICE_NS}}}arg0"))
+# _SHAPE[k]: the error when level k's content is wrong, in the order they are checked.
+_SHAPE = (
+    "root element is not a SOAP 1.1 Envelope",
+    "SOAP Envelope must hold exactly one Body (and an optional Header)",
+    f"SOAP Body must hold one acceptMessage element in namespace {SERVICE_NS}",
+    "acceptMessage must hold exactly one arg0 element",
+    "arg0 must hold text, not elements",
+)
+_REFUSED = "SOAP request with a DTD, entity or external reference refused"
+_LEADING = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
 
 # Characters XML 1.0 cannot carry, even as character references.
 _XML_INVALID = {c: "\ufffd" for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
 _XML_INVALID.update({0xFFFE: "\ufffd", 0xFFFF: "\ufffd"})
-
-
-def _elements(parent: Element) -> list[Element]:
-    return [c for c in parent if isinstance(c.tag, str)]
 
 
 def parse_accept_message(body: bytes, http_charset: str | None = None) -> str:
@@ -72,44 +89,135 @@ def parse_accept_message(body: bytes, http_charset: str | None = None) -> str:
     ``Content-Type`` charset, used when the body has no XML declaration (XML
     itself would assume UTF-8); with a declaration, the declaration decides.
     """
-    if http_charset and not body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml"):
-        body = _as_utf8(body, http_charset)
+    chunks: Iterator[bytes | memoryview] = _slices(body)
+    if http_charset and not body.startswith(b"<?xml", _LEADING.match(body).end()):
+        chunks = _as_utf8(body, http_charset)
+    reader = _Reader()
     try:
-        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException:
-        raise SoapError("SOAP request with a DTD, entity or external reference refused") from None
-    except (ParseError, ValueError, TypeError):
+        for chunk in chunks:
+            reader.feed(chunk)
+        reader.parser.Parse(b"", True)
+    except (expat.ExpatError, ValueError, TypeError, LookupError):  # LookupError: encoding="x-unknown"
         raise SoapError("SOAP request is not well-formed XML") from None
-    if root.tag != _ENVELOPE:
-        raise SoapError("root element is not a SOAP 1.1 Envelope")
-    children = _elements(root)
-    bodies = [c for c in children if c.tag == _BODY]
-    if len(bodies) != 1 or any(c.tag not in (_BODY, _HEADER) for c in children):
-        raise SoapError("SOAP Envelope must hold exactly one Body (and an optional Header)")
-    payload = _elements(bodies[0])
-    if len(payload) != 1 or payload[0].tag != _ACCEPT:
-        raise SoapError(f"SOAP Body must hold one acceptMessage element in namespace {SERVICE_NS}")
-    args = _elements(payload[0])
-    if len(args) != 1 or args[0].tag not in _ARG0:
-        raise SoapError("acceptMessage must hold exactly one arg0 element")
-    arg0 = args[0]
-    if _elements(arg0):
-        raise SoapError("arg0 must hold text, not elements")
-    return arg0.text or ""
+    if reader.shape_error is not None:
+        raise SoapError(_SHAPE[reader.shape_error])
+    return "".join(reader.text)
 
 
-def _as_utf8(body: bytes, charset: str) -> bytes:
-    """``body`` re-encoded from ``charset`` to UTF-8 (unchanged for an unknown charset)."""
+class _Reader:
+    """expat handlers that check the envelope's shape as it streams past.
+
+    ``stack`` holds per open element its level (1 Envelope ... 4 arg0), or None
+    if its content is not checked (a Header's, or below an element in error).
+    The first shape error in check order is raised once the parse is complete.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[int | None] = []
+        self.children = [0, 0, 0, 0]  # per level: child elements seen (Headers not counted)
+        self.elements = self.names = self.fed = 0
+        self.shape_error: int | None = None
+        self.text: list[str] = []
+        p = self.parser = expat.ParserCreate(None, "}")
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartDoctypeDeclHandler = p.EntityDeclHandler = _refuse
+        p.UnparsedEntityDeclHandler = p.ExternalEntityRefHandler = _refuse
+        p.ordered_attributes = True
+        p.buffer_text = True  # one call per slice of text, not one per line
+        p.buffer_size = 2 * _CHUNK  # a slice re-encoded to UTF-8 can double
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._data
+        p.StartNamespaceDeclHandler = lambda _prefix, _uri: self._count_names(1)
+        if hasattr(p, "SetReparseDeferralEnabled"):  # expat >= 2.6
+            p.SetReparseDeferralEnabled(False)
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        self.parser.Parse(chunk, False)
+        self.fed += len(chunk)
+        # After Parse, CurrentByteIndex is where the markup expat still waits to finish
+        # starts. (expat >= 2.6 may defer a retry until the pending bytes have doubled,
+        # which a slice of MAX_TOKEN bytes or more always does; it is off anyway.)
+        if self.fed - self.parser.CurrentByteIndex > MAX_TOKEN:
+            raise SoapError(f"SOAP request has a tag, comment or PI over {MAX_TOKEN} bytes")
+
+    def _count_names(self, count: int) -> None:
+        self.names += count
+        if self.names > MAX_ATTRIBUTES:
+            raise SoapError(f"SOAP request has more than {MAX_ATTRIBUTES} attributes and namespace declarations")
+
+    def _fail(self, check: int) -> None:
+        if self.shape_error is None or check < self.shape_error:
+            self.shape_error = check
+        self.text = []
+
+    def _start(self, name: str, attributes: list[str]) -> None:
+        self.elements += 1
+        if len(self.stack) >= MAX_DEPTH:
+            raise SoapError(f"SOAP request nests elements deeper than {MAX_DEPTH} levels")
+        if self.elements > MAX_ELEMENTS:
+            raise SoapError(f"SOAP request has more than {MAX_ELEMENTS} elements")
+        if len(attributes) > 2 * MAX_ELEMENT_ATTRIBUTES:
+            raise SoapError(f"SOAP request has an element with more than {MAX_ELEMENT_ATTRIBUTES} attributes")
+        self._count_names(len(attributes) // 2)
+        level = self.stack[-1] if self.stack else 0
+        role = None
+        if level == 4:
+            self._fail(4)
+        elif level is not None and not (level == 1 and name == _HEADER):
+            self.children[level] += 1
+            if self.children[level] == 1 and name in _EXPECTED[level]:
+                role = level + 1
+            else:
+                self._fail(level)
+        self.stack.append(role)
+
+    def _end(self, _name: str) -> None:
+        level = self.stack.pop()
+        if level is not None and level < 4 and not self.children[level]:
+            self._fail(level)
+
+    def _data(self, text: str) -> None:
+        if self.stack and self.stack[-1] == 4 and self.shape_error is None:
+            self.text.append(text)
+
+
+def _refuse(*_args: object) -> None:
+    raise SoapError(_REFUSED)
+
+
+def _slices(body: bytes) -> Iterator[memoryview]:
+    view = memoryview(body)
+    for i in range(0, len(view), _CHUNK):
+        yield view[i : i + _CHUNK]
+
+
+def _as_utf8(body: bytes, charset: str) -> Iterator[bytes | memoryview]:
+    """``body`` re-encoded from ``charset`` to UTF-8, slice by slice (unchanged for an
+    unknown or non-text charset). All of it must decode before any is parsed."""
     try:
-        codec = codecs.lookup(charset.strip()).name
+        info = codecs.lookup(charset.strip())
     except (LookupError, ValueError):
-        return body
-    if codec == "utf-8":
-        return body
+        info = None
+    if info is None or info.name == "utf-8" or not getattr(info, "_is_text_encoding", True):
+        yield from _slices(body)
+        return
+    if info.name == "utf-16" and body[:2] not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        info = codecs.lookup(f"utf-16-{sys.byteorder[0]}e")  # as bytes.decode: native order
+
+    def decoded() -> Iterator[str]:
+        decoder = info.incrementaldecoder()
+        for piece in _slices(body):
+            yield decoder.decode(piece)
+        yield decoder.decode(b"", True)
+
     try:
-        return body.decode(codec).encode("utf-8")
-    except UnicodeDecodeError:
+        for _ in decoded():
+            pass
+    except UnicodeError:
         raise SoapError("SOAP request does not decode in the charset of its Content-Type") from None
+    for text in decoded():
+        yield text.encode("utf-8")
 
 
 def message_bytes(text: str) -> bytes:
@@ -118,19 +226,34 @@ def message_bytes(text: str) -> bytes:
     SOAP carries Unicode text; a message declaring e.g. 8859/1 is stored in
     that charset so the stored bytes decode as the message says. Without a
     (supported) declaration, or if the text cannot be represented in it,
-    UTF-8 is used.
+    UTF-8 is used. Only MSH-2 and MSH-18 are looked at, by position: nothing
+    else of the segment is copied, however many fields it has.
     """
-    codec = DEFAULT_CODEC
-    start = text.find("MSH")
-    if start >= 0 and len(text) > start + 3:
-        end = min(i for i in (text.find("\r", start), text.find("\n", start), len(text)) if i >= 0)
-        fields = text[start:end].split(text[start + 3])
-        if len(fields) > 17 and len(fields[1]) >= 2:
-            codec = codec_for(fields[17].split(fields[1][1], 1)[0]) or DEFAULT_CODEC
+    codec = _msh18_codec(text) or DEFAULT_CODEC
     try:
         return text.encode(codec)
     except UnicodeEncodeError:
         return text.encode(DEFAULT_CODEC)
+
+
+def _msh18_codec(text: str) -> str | None:
+    """The codec MSH-18's first repetition names (fields split like ``str.split``)."""
+    start = text.find("MSH")
+    if start < 0 or len(text) <= start + 3:
+        return None
+    end = min(i for i in (text.find("\r", start), text.find("\n", start), len(text)) if i >= 0)
+    sep, cuts = text[start + 3], [start - 1]  # cuts[k]: the separator before field k
+    while len(cuts) < 19 and (cut := text.find(sep, cuts[-1] + 1, end)) >= 0:
+        cuts.append(cut)
+    cuts.append(end)
+    # fields[k] = text[cuts[k] + 1 : cuts[k + 1]]; MSH-2 is fields[1], MSH-18 fields[17]
+    if len(cuts) < 19 or cuts[2] - cuts[1] <= 2:
+        return None
+    first, stop = cuts[17] + 1, cuts[18]
+    repeat = text.find(text[cuts[1] + 2], first, stop)
+    stop = repeat if repeat >= 0 else stop
+    # No table 0211 name is anywhere near this long: a longer value is not one.
+    return codec_for(text[first:stop]) if stop - first <= 64 else None
 
 
 def _text(value: str) -> str:
