@@ -69,6 +69,7 @@ def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench
         host=settings.edge_host,
         port=settings.edge_port,
         loop="uvloop",
+        ws="none",  # no WebSocket upgrades: the edge speaks HTTP requests only
         http=guarded_protocol(limits),
         lifespan="on",
         access_log=access_log,
