@@ -322,7 +322,10 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                # Ready (registry loaded) and already connected to Kafka: the cold-start
+                # figure is about credential checks, not the producer's first connection.
+                ready = httpx.get(base + "/readyz", timeout=2)
+                if ready.status_code == 200 and ready.json().get("info", {}).get("kafka"):
                     return proc
             except httpx.HTTPError:
                 pass

@@ -42,10 +42,13 @@ class Readiness:
         return all(results.values()), results
 
 
-def render_status(ready: bool, checks: dict[str, bool]) -> tuple[int, bytes]:
-    """HTTP status and a small JSON body for a readiness answer."""
-    body = json.dumps({"ready": ready, "checks": checks}, sort_keys=True).encode()
-    return (200 if ready else 503), body
+def render_status(ready: bool, checks: dict[str, bool], info: dict[str, bool] | None = None) -> tuple[int, bytes]:
+    """HTTP status and a small JSON body for a readiness answer; ``info`` is reported
+    but does not decide readiness (e.g. the edge's Kafka reachability, SPEC 4)."""
+    doc: dict[str, object] = {"ready": ready, "checks": checks}
+    if info is not None:
+        doc["info"] = info
+    return (200 if ready else 503), json.dumps(doc, sort_keys=True).encode()
 
 
 class PeriodicCheck:

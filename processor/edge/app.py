@@ -176,7 +176,8 @@ class _Edge:
         return Response(b"ok\n", 200, media_type=_TEXT)
 
     async def readyz(self, request: Request) -> Response:
-        status, body = render_status(*self.readiness.status())
+        # Kafka is reported, never required: see the readiness note in __init__.
+        status, body = render_status(*self.readiness.status(), info={"kafka": self.publisher.ready})
         return Response(body, status, media_type="application/json")
 
     async def metrics(self, request: Request) -> Response:
