@@ -9,13 +9,74 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 from processor import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "LOG_LEVELS", "JsonLogFormatter", "configure_logging"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _log_level(text: str) -> str:
+    """``--log-level`` in any case; anything else is a usage error (exit 2)."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(LOG_LEVELS)}; any case)"
+        )
+    return level
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO-8601 UTC), ``level``, ``logger``, ``message``;
+    with an exception also ``exc_type`` and ``traceback`` (the standard one: file, line,
+    function and source line per frame, never local variables)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        out: dict[str, object] = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exc_type"] = record.exc_info[0].__name__
+            out["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Root logging on stderr, as text or JSON lines (``HL7_LOG_FORMAT``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format.lower() == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+
+
+def _log_format() -> str:
+    """``HL7_LOG_FORMAT`` through ``Settings``. An invalid value of another setting is
+    the command's business (it reports it if it uses it): logging then stays text."""
+    from pydantic import ValidationError
+
+    from processor.config import load_settings
+
+    try:
+        return load_settings().log_format.lower()
+    except ValidationError as exc:
+        if any(error["loc"] and str(error["loc"][0]) == "log_format" for error in exc.errors()):
+            raise
+        return "text"
 
 
 
@@ -25,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="HL7 Partner Gateway: edge receiver, exactly-once processor and tools.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, choices=LOG_LEVELS,
+                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (any case; default INFO); "
+                        "HL7_LOG_FORMAT=json for JSON lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="whole pipeline on one machine (starts Kafka if none configured)")
@@ -66,9 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
-    create = topics_sub.add_parser("create", help="create the three topics (idempotent)")
+    create = topics_sub.add_parser(
+        "create", help="create the three topics and the compacted replay ledger (idempotent)")
     create.add_argument("--partitions", type=int, help="partitions per topic (HL7_TOPIC_PARTITIONS)")
     create.add_argument("--replication-factor", type=int, help="-1 = broker default")
+    create.add_argument("--check", action="store_true",
+                        help="create nothing: print one line per difference between the settings and "
+                        "the existing topics; exit 0 none, 1 drift, 2 configuration error")
     create.set_defaults(handler="processor.commands.topics:create")
 
     explain = sub.add_parser("explain", help="print the routing decision for one message as JSON")
@@ -91,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("topic")
     decode.add_argument("--max", type=int, default=None, help="stop after this many records")
     decode.add_argument("--timeout", type=float, default=5.0, help="stop after this long idle (s)")
+    decode.add_argument("--no-payload", action="store_true",
+                        help="leave the payload field (patient data) out of every line")
+    decode.add_argument("--follow", action="store_true",
+                        help="keep reading new records until SIGINT/SIGTERM (exit 0); --timeout is ignored")
+    decode.add_argument("--since", metavar="TIME",
+                        help="start at the first record written at or after TIME (ISO-8601, UTC if "
+                        "no offset; or epoch seconds), per partition")
+    decode.add_argument("--partition", type=int, metavar="N", help="read this partition only")
+    decode.add_argument("--offset", type=int, metavar="N", help="start at this offset (needs --partition)")
+    decode.add_argument("--reason", action="append", metavar="R",
+                        help="dead letters with this reason code only (repeatable)")
+    decode.add_argument("--principal", action="append", metavar="P",
+                        help="records of this principal id only (repeatable)")
     decode.set_defaults(handler="processor.commands.decode:main")
 
     deadletter = sub.add_parser("deadletter", help="dead-letter tools")
@@ -116,12 +196,8 @@ def _resolve(target: str):  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        configure_logging(args.log_level, _log_format())
         return int(_resolve(args.handler)(args) or 0)
     except KeyboardInterrupt:
         return 130

@@ -15,11 +15,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "kafka_passthrough", "load_settings"]
+__all__ = ["Settings", "kafka_passthrough", "load_settings", "schema_registry_passthrough"]
 
 MIB = 1024 * 1024
 _PASSTHROUGH_PREFIX = "HL7_KAFKA_"
 _NOT_PASSTHROUGH = {"HL7_KAFKA_BOOTSTRAP_SERVERS"}
+_SR_PASSTHROUGH_PREFIX = "HL7_SCHEMA_REGISTRY_"
 
 
 def _default_transactional_id() -> str:
@@ -74,8 +75,24 @@ class Settings(BaseSettings):
     topic_deadletter: str = "hl7.deadletter"
     topic_partitions: int = 6
     topic_replication_factor: int = -1
+    # Per-topic settings for `topics create` and `topics create --check` (docs/operations.md
+    # "Topic settings"). Retention in ms, -1 = unlimited. Raw: the transport audit trail, and
+    # dead letters without payload point into it, so keep it at least as long as dead letters.
+    topic_raw_retention_ms: int = Field(default=90 * 24 * 3600 * 1000, ge=-1)
+    topic_accepted_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=-1)
+    topic_deadletter_retention_ms: int = Field(default=90 * 24 * 3600 * 1000, ge=-1)
+    # unset: 2 with a replication factor of 3 or more, 1 below; the broker's default with -1
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    # Log lines: "text" (human) or "json" (one object per line: ts, level, logger, message).
+    log_format: str = Field(default="text", pattern=r"(?i)^(text|json)$")
 
     schema_registry_url: str | None = None
+    # Register the output schemas under `<topic>-value` at start-up (`hl7-processor run` turns
+    # it on). Off (production): the subject must already hold our schema, or a latest version
+    # that writes our records losslessly; otherwise the processor exits 2. Any other
+    # HL7_SCHEMA_REGISTRY_<NAME> goes to the registry client as `<name>` (see
+    # schema_registry_passthrough).
+    schema_registry_auto_register: bool = False
     consumer_group: str = "hl7-processor"
     transactional_id: str = Field(default_factory=_default_transactional_id)
     batch_max_records: int = 500
@@ -106,6 +123,23 @@ def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str
         upper = name.upper()
         if upper.startswith(_PASSTHROUGH_PREFIX) and upper not in _NOT_PASSTHROUGH:
             key = upper[len(_PASSTHROUGH_PREFIX):].lower().replace("_", ".")
+            if key:
+                out[key] = value
+    return out
+
+
+def schema_registry_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Schema registry client settings from ``HL7_SCHEMA_REGISTRY_*`` variables other than
+    the gateway's own (``_URL``, ``_AUTO_REGISTER``), from the environment or the ``.env``
+    file: ``HL7_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` -> ``basic.auth.user.info``,
+    ``HL7_SCHEMA_REGISTRY_SSL_CA_LOCATION`` -> ``ssl.ca.location``. Values stay strings."""
+    env = _environment() if environ is None else environ
+    own = {f"HL7_{name.upper()}" for name in Settings.model_fields if name.startswith("schema_registry_")}
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        upper = name.upper()
+        if upper.startswith(_SR_PASSTHROUGH_PREFIX) and upper not in own:
+            key = upper[len(_SR_PASSTHROUGH_PREFIX):].lower().replace("_", ".")
             if key:
                 out[key] = value
     return out

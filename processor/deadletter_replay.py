@@ -132,7 +132,10 @@ def replay_headers(original: Mapping[str, str], coordinate: str, replayed_at_us:
 
 
 def ledger_topic(settings: Settings) -> str:
-    return f"{settings.topic_deadletter}.replayed"
+    """The compacted replay ledger; defined with the other topics in ``processor.kafka.topics``."""
+    from processor.kafka.topics import ledger_topic as defined
+
+    return defined(settings)
 
 
 Progress = Callable[[int], None]
@@ -149,16 +152,16 @@ class DeadLetterReplayer:
 
     def _ensure_ledger(self) -> None:
         from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
 
         from processor.kafka.client_config import admin_config
+        from processor.kafka.topics import ledger_spec
 
-        topic = ledger_topic(self._settings)
+        # The same definition `topics create` uses (compacted, one partition).
+        spec = ledger_spec(self._settings)
+        topic = spec.name
         admin = AdminClient(admin_config(self._settings))
-        new = NewTopic(
-            topic, num_partitions=1, replication_factor=self._settings.topic_replication_factor,
-            config={"cleanup.policy": "compact"},
-        )
+        new = spec.new_topic()
         try:
             admin.create_topics([new])[topic].result(30)
         except KafkaException as exc:

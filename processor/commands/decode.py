@@ -2,7 +2,7 @@
 
 Reads with a ``read_committed`` consumer (only records of committed transactions,
 as downstream services see them), assigned to every partition from the beginning
-under a throwaway group id that never commits. Each record becomes one JSON object
+(unless the options below say otherwise) under a throwaway group id that never commits. Each record becomes one JSON object
 on stdout, in the schema's field order, plus Kafka metadata:
 
 - ``_partition``, ``_offset``: where the record is;
@@ -13,7 +13,25 @@ are ISO-8601 UTC strings with microseconds, e.g. ``2026-11-27T10:43:44.123456Z``
 enums are their symbol names. Values that cannot be decoded are reported on stderr
 (partition, offset, cause) and skipped; the exit status is then 1.
 
-Stops after ``--max`` records, or when no record arrived for ``--timeout`` seconds.
+Stops after ``--max`` records, or when no record arrived for ``--timeout`` seconds;
+with ``--follow`` it keeps waiting for new records until SIGINT or SIGTERM (exit 0).
+
+Options for the runbook:
+
+- ``--no-payload``: the ``payload`` field (the HL7 message: patient data) is left out
+  of every line; all other fields and their order are unchanged.
+- ``--since TIME``: start, in each partition, at the first record whose Kafka timestamp
+  is at or after TIME (ISO-8601, UTC when it carries no offset, or epoch seconds);
+  ``offsets_for_times`` finds it. A partition with nothing that new starts at its end.
+- ``--partition N``: read that partition only; ``--offset N`` (needs ``--partition``)
+  starts there instead of at the beginning.
+- ``--reason R`` (dead letters only) and ``--principal P``, both repeatable: print only
+  records whose ``reason`` / ``principal_id`` is one of those given. Filters apply after
+  decoding; ``--max`` counts printed records.
+
+A progress bar (records read of those present at the start) appears on stderr only
+when stderr is a terminal and stdout is not (output piped or redirected), only for
+reads lasting over a second, and never with ``--follow``.
 """
 
 from __future__ import annotations
@@ -22,10 +40,15 @@ import argparse
 import base64
 import json
 import logging
+import re
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -33,12 +56,16 @@ from processor.avro.codec import AvroCodec, UndecodableValue
 from processor.config import load_settings
 from processor.errors import ConfigError
 
-__all__ = ["main", "json_value", "json_line"]
+__all__ = ["main", "json_value", "json_line", "parse_time"]
 
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.5
 _METADATA_TIMEOUT_SECONDS = 10.0
+_OFFSET_BEGINNING = -2
+_OFFSET_END = -1
+_PROGRESS_DELAY_SECONDS = 1.0  # the bar shows only for reads that take longer
+_EPOCH = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def json_value(value: Any) -> Any:
@@ -64,6 +91,97 @@ def json_line(record: Mapping[str, Any], *, partition: int, offset: int, key: by
     return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
+def parse_time(text: str) -> datetime:
+    """``--since``: ISO-8601 (UTC when it carries no offset) or epoch seconds."""
+    value = text.strip()
+    if _EPOCH.fullmatch(value):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    try:
+        when = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since {text!r} is neither an ISO-8601 time nor epoch seconds") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Options:
+    follow: bool
+    payload: bool
+    since: datetime | None
+    partition: int | None
+    offset: int | None
+    reasons: frozenset[str]
+    principals: frozenset[str]
+
+
+def _options(args: argparse.Namespace) -> _Options:
+    """The reading options, validated (``ValueError`` = usage error, exit 2)."""
+    from processor.reasons import REASON_CODES
+
+    since_text = getattr(args, "since", None)
+    partition = getattr(args, "partition", None)
+    offset = getattr(args, "offset", None)
+    reasons = frozenset(getattr(args, "reason", None) or ())
+    if offset is not None and partition is None:
+        raise ValueError("--offset needs --partition")
+    if offset is not None and since_text is not None:
+        raise ValueError("give --offset or --since, not both")
+    if partition is not None and partition < 0:
+        raise ValueError("--partition must be 0 or more")
+    if offset is not None and offset < 0:
+        raise ValueError("--offset must be 0 or more")
+    unknown = sorted(reasons - set(REASON_CODES))
+    if unknown:
+        raise ValueError(f"unknown reason code(s): {', '.join(unknown)}")
+    return _Options(
+        follow=bool(getattr(args, "follow", False)),
+        payload=not getattr(args, "no_payload", False),
+        since=parse_time(since_text) if since_text is not None else None,
+        partition=partition,
+        offset=offset,
+        reasons=reasons,
+        principals=frozenset(getattr(args, "principal", None) or ()),
+    )
+
+
+def _wanted(record: Mapping[str, Any], options: _Options) -> bool:
+    if options.reasons and record.get("reason") not in options.reasons:
+        return False
+    if options.principals and record.get("principal_id") not in options.principals:
+        return False
+    return True
+
+
+@contextmanager
+def _stop_on_signals(enabled: bool) -> Iterator[list[bool]]:
+    """With ``enabled`` (``--follow``), SIGINT and SIGTERM set the flag (``flag[0]``) instead
+    of interrupting; the previous handlers come back afterwards."""
+    flag = [False]
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        flag[0] = True  # a plain store: safe whatever the main thread was doing
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress_wanted(options: _Options, stdout: IO[str]) -> bool:
+    def tty(stream: object) -> bool:
+        try:
+            return bool(stream.isatty())  # type: ignore[attr-defined]
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    return not options.follow and tty(sys.stderr) and not tty(stdout)
+
+
 def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -73,7 +191,15 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     topic: str = args.topic
     limit: int | None = args.max
     idle_timeout = float(args.timeout)
+    try:
+        options = _options(args)
+    except ValueError as exc:
+        print(f"decode: {exc}", file=sys.stderr)
+        return 2
     settings = load_settings()
+    if options.reasons and topic == settings.topic_accepted:
+        print(f"decode: --reason applies to dead letters; {topic} holds accepted messages", file=sys.stderr)
+        return 2
     try:
         codec = AvroCodec.from_settings(settings, register=False)
         conf = consumer_config(
@@ -88,8 +214,10 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         print(f"decode: {exc}", file=sys.stderr)
         return 2
 
+    from tqdm import tqdm
+
     consumer = Consumer(conf)
-    printed = failed = 0
+    printed = failed = skipped = not_dead_letters = 0
     try:
         metadata = consumer.list_topics(topic, timeout=_METADATA_TIMEOUT_SECONDS)
         topic_meta = metadata.topics.get(topic)
@@ -97,38 +225,124 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
             cause = topic_meta.error.str() if topic_meta is not None and topic_meta.error else "no partitions"
             print(f"decode: topic {topic} unavailable: {cause}", file=sys.stderr)
             return 2
+        partitions = sorted(topic_meta.partitions)
+        if options.partition is not None:
+            if options.partition not in topic_meta.partitions:
+                print(f"decode: topic {topic} has no partition {options.partition} "
+                      f"(it has {len(partitions)})", file=sys.stderr)
+                return 2
+            partitions = [options.partition]
+        start = _start_offsets(consumer, topic, partitions, options)
+        if start is None:
+            return 2
+        progress = _progress_wanted(options, stdout)
+        total = _remaining(consumer, topic, start) if progress else None
+        if total is not None and limit is not None and not (options.reasons or options.principals):
+            total = min(total, limit)
         # assign() rather than subscribe(): no group join, no rebalance wait, no commits.
-        consumer.assign(
-            [TopicPartition(topic, p, -2) for p in sorted(topic_meta.partitions)]  # -2 = OFFSET_BEGINNING
-        )
-        last_record = time.monotonic()
-        while limit is None or printed + failed < limit:
-            idle = time.monotonic() - last_record
-            if idle >= idle_timeout:
-                break
-            msg = consumer.poll(min(_POLL_SECONDS, idle_timeout - idle))
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                print(f"decode: Kafka error: {error.str()}", file=sys.stderr)
-                if error.fatal():
-                    return 1
-                continue
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        with _stop_on_signals(options.follow) as stop, tqdm(
+            total=total, desc=f"decoding {topic}", unit="rec", file=sys.stderr, leave=False,
+            disable=not progress, delay=_PROGRESS_DELAY_SECONDS,
+        ) as bar:
             last_record = time.monotonic()
-            try:
-                record = codec.decode(msg.value() or b"")
-            except UndecodableValue as exc:
-                failed += 1
-                print(f"decode: partition {msg.partition()} offset {msg.offset()}: {exc}", file=sys.stderr)
-                continue
-            stdout.write(json_line(record, partition=msg.partition(), offset=msg.offset(), key=msg.key()))
-            stdout.write("\n")
-            stdout.flush()
-            printed += 1
+            while (limit is None or printed + failed < limit) and not stop[0]:
+                if options.follow:
+                    wait = _POLL_SECONDS
+                else:
+                    idle = time.monotonic() - last_record
+                    if idle >= idle_timeout:
+                        break
+                    wait = min(_POLL_SECONDS, idle_timeout - idle)
+                msg = consumer.poll(wait)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    print(f"decode: Kafka error: {error.str()}", file=sys.stderr)
+                    if error.fatal():
+                        return 1
+                    continue
+                last_record = time.monotonic()
+                bar.update(1)
+                try:
+                    record = codec.decode(msg.value() or b"")
+                except UndecodableValue as exc:
+                    failed += 1
+                    print(f"decode: partition {msg.partition()} offset {msg.offset()}: {exc}", file=sys.stderr)
+                    continue
+                if options.reasons and "reason" not in record:
+                    not_dead_letters += 1
+                if not _wanted(record, options):
+                    skipped += 1
+                    continue
+                if not options.payload:
+                    record = {k: v for k, v in record.items() if k != "payload"}
+                stdout.write(json_line(record, partition=msg.partition(), offset=msg.offset(), key=msg.key()))
+                stdout.write("\n")
+                stdout.flush()
+                printed += 1
     finally:
         consumer.close()
-    log.info("decode: %d records printed, %d undecodable", printed, failed)
+    if not_dead_letters:
+        print(f"decode: {not_dead_letters} record(s) are not dead letters (no reason field); --reason "
+              "left them out", file=sys.stderr)
+    log.info("decode: %d records printed, %d filtered out, %d undecodable", printed, skipped, failed)
     return 1 if failed else 0
+
+
+def _start_offsets(consumer: Any, topic: str, partitions: list[int], options: _Options) -> dict[int, int] | None:
+    """Where each partition starts (``None`` after an error on stderr: exit 2)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    if options.offset is not None:
+        (partition,) = partitions
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            print(f"decode: cannot look up partition {partition}: {exc.args[0].str()}", file=sys.stderr)
+            return None
+        if options.offset > high:
+            print(f"decode: offset {options.offset} is beyond the end of partition {partition} ({high})",
+                  file=sys.stderr)
+            return None
+        if options.offset < low:
+            print(f"decode: offset {options.offset} of partition {partition} is gone (retention); "
+                  f"starting at {low}", file=sys.stderr)
+            return {partition: low}
+        return {partition: options.offset}
+    if options.since is not None:
+        ms = int(options.since.timestamp() * 1000)
+        try:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, ms) for p in partitions], timeout=_METADATA_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            print(f"decode: cannot look up offsets for --since: {exc.args[0].str()}", file=sys.stderr)
+            return None
+        problems = [tp for tp in found if tp.error is not None]
+        if problems:
+            print(f"decode: cannot look up offsets for --since in partition {problems[0].partition}: "
+                  f"{problems[0].error.str()}", file=sys.stderr)
+            return None
+        # offset -1: no record that new in the partition; start at its end (-1 = OFFSET_END).
+        return {tp.partition: tp.offset if tp.offset >= 0 else _OFFSET_END for tp in found}
+    return {p: _OFFSET_BEGINNING for p in partitions}
+
+
+def _remaining(consumer: Any, topic: str, start: Mapping[int, int]) -> int | None:
+    """Records between the start offsets and the current ends (for the progress bar)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    total = 0
+    try:
+        for partition, offset in start.items():
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS)
+            begin = low if offset == _OFFSET_BEGINNING else high if offset == _OFFSET_END else max(offset, low)
+            total += max(high - begin, 0)
+    except KafkaException:
+        return None
+    return total

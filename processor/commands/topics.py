@@ -1,15 +1,34 @@
-"""``hl7-processor topics create``."""
+"""``hl7-processor topics create [--check]``.
+
+Without ``--check``: creates the raw, accepted, dead-letter and replay ledger topics
+(idempotent; existing topics are left alone) and prints ``<topic>: created|exists``.
+
+With ``--check``: creates nothing; prints one line per difference between the settings
+and the existing topics (``<topic>: <item> is <actual>, expected <configured>`` or
+``<topic>: missing ...``). Exit 0 when there is none, 1 when there is drift, 2 on a
+configuration error or when Kafka cannot be asked (``processor.cli``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from processor.config import load_settings
-from processor.kafka.topics import ensure_topics
+from processor.kafka.topics import check_topics, ensure_topics
 
 
 def create(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if getattr(args, "check", False):
+        drift = check_topics(settings, partitions=args.partitions, replication_factor=args.replication_factor)
+        for difference in drift:
+            print(difference)
+        if drift:
+            print(f"topics create --check: {len(drift)} difference(s) from the settings", file=sys.stderr)
+            return 1
+        print("topics create --check: the topics match the settings", file=sys.stderr)
+        return 0
     for name, state in ensure_topics(
         settings, partitions=args.partitions, replication_factor=args.replication_factor
     ).items():
