@@ -46,6 +46,7 @@ from confluent_kafka.admin import (
 
 from processor.config import Settings
 from processor.errors import ConfigError
+from processor.kafka.topics import ledger_topic
 
 __all__ = [
     "ROLES",
@@ -74,11 +75,6 @@ READER_GROUP_PREFIX = "hl7-reader-"
 
 _ALLOW = AclPermissionType.ALLOW
 _ANY_HOST = "*"
-
-
-def ledger_topic(settings: Settings) -> str:
-    """The replay ledger (``processor.deadletter_replay.ledger_topic``)."""
-    return f"{settings.topic_deadletter}.replayed"
 
 
 def replay_transactional_id(settings: Settings) -> str:
