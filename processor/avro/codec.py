@@ -3,10 +3,37 @@
 Without a schema registry every value is Avro single-object encoded (SPEC 5):
 ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form + the Avro binary body. With a registry, values use the
-Confluent wire format: ``00`` + the 4-byte big-endian schema id + the body, with the
-schema registered under the subject ``<topic>-value`` once (at construction, unless
-``register=False``) and its id cached. ``HL7_SCHEMA_REGISTRY_URL`` may carry
-``user:password@`` for HTTP Basic auth (handled by the Confluent client).
+Confluent wire format: ``00`` + the 4-byte big-endian schema id + the body, subject
+``<topic>-value``. The id is resolved once per topic through confluent-kafka's
+``SchemaRegistryClient`` (at construction, unless ``register=False``), then cached:
+
+- auto-register on (``HL7_SCHEMA_REGISTRY_AUTO_REGISTER``; ``hl7-processor run``): the
+  schema is registered (``register_schema``); a subject with no compatibility level of
+  its own gets ``FULL_TRANSITIVE`` first, the rule our schemas are kept to;
+- off (the production default): the subject must hold our schema (``lookup_schema``),
+  or else its latest version must write our records losslessly (same record, every
+  field of ours with the same type, any other field with a default): values are then
+  written with that version and its id, as ``AvroSerializer`` does with
+  ``use.latest.version``. Otherwise :class:`~processor.errors.ConfigError` (exit 2).
+  A compatibility level ``NONE`` on the subject is logged as a warning.
+
+Why not ``AvroSerializer`` itself on the hot path (its plain per-record cost is close to
+ours: 11-12 vs 10-11 us for a 3 KB accepted record, confluent-kafka 2.16): it resolves
+the id lazily, inside the first ``serialize`` call, i.e. inside a Kafka transaction where
+a registry outage would look like a bad record; with ``use.latest.version`` it costs ~3x
+(31-35 us: it re-expands the schema and runs the rule engine per record), and before
+2.7 it wrote such values with its own schema behind the latest version's id; its
+defaults move between releases (2.16: an ``ASSOCIATED`` subject strategy, an extra REST
+call). The body is the same ``fastavro.schemaless_writer`` output behind the same 5-byte
+header: ``tests/unit/avro/test_avro_registry*.py`` prove the bytes identical to
+``AvroSerializer``'s in each mode, and that ``AvroDeserializer`` reads ours. Decoding
+stays ours too (one path for both framings, resolution to the current schema per
+writer, trailing-byte checks); it is not on the hot path.
+
+The registry client comes from ``HL7_SCHEMA_REGISTRY_URL`` (which may carry
+``user:password@`` for HTTP Basic auth) plus every other ``HL7_SCHEMA_REGISTRY_<NAME>``
+as ``<name>`` (:func:`processor.config.schema_registry_passthrough`). ``mock://`` URLs
+get confluent-kafka's in-memory registry (confluent-kafka 2.7+; tests only).
 
 ``decode`` dispatches on the first byte, so it reads both formats. The writer schema
 comes from the fingerprint (schemas this codec knows) or from the registry by id
@@ -21,16 +48,18 @@ Errors never quote record content: they name the topic, schema and fields only.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable, Mapping
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import fastavro
+from fastavro.schema import expand_schema
 from fastavro.validation import validate as _validate
 
 from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, AvroSchema, load_schema, schema_from_json
-from processor.errors import GatewayError
+from processor.errors import ConfigError, GatewayError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -44,12 +73,29 @@ __all__ = [
     "AvroEncodeError",
     "UndecodableValue",
     "SchemaRegistryUnavailable",
+    "AUTO_REGISTER_COMPATIBILITY",
+    "registry_client",
+    "registry_client_config",
 ]
+
+log = logging.getLogger(__name__)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 _SINGLE_OBJECT_HEADER = len(SINGLE_OBJECT_MAGIC) + 8
 _CONFLUENT_HEADER = struct.Struct(">bI")
+
+# Set on a subject without a level of its own before auto-registering: our schemas change
+# only by fields added with defaults (README, test_avro_compat), i.e. FULL, and readers
+# (decode, replay, downstream) read the topics from the beginning, so TRANSITIVE.
+AUTO_REGISTER_COMPATIBILITY = "FULL_TRANSITIVE"
+
+# Registry client settings whose values never appear in an error text.
+_SECRET_KEY_PARTS = ("auth", "password", "secret", "token", "user.info")
+# Registry client settings that must be numbers (environment values are strings).
+_NUMERIC_CLIENT_KEYS = frozenset(
+    {"timeout", "cache.capacity", "cache.latest.ttl.sec", "max.retries", "retries.wait.ms", "retries.max.wait.ms"}
+)
 
 
 class AvroEncodeError(GatewayError, ValueError):
@@ -60,8 +106,62 @@ class UndecodableValue(GatewayError, ValueError):
     """Bytes that are not an Avro value this codec can read."""
 
 
-class SchemaRegistryUnavailable(GatewayError):
-    """The schema registry refused or could not take a registration (e.g. incompatible schema)."""
+class SchemaRegistryUnavailable(ConfigError):
+    """The schema registry refused or could not answer a registration or look-up at start-up
+    (incompatible schema, unreachable, unauthorised): a configuration problem, exit 2."""
+
+
+def _number(value: str) -> int | float | str:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value  # the client names the setting and the type it wants
+
+
+def registry_client_config(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``SchemaRegistryClient`` configuration: ``HL7_SCHEMA_REGISTRY_*`` pass-through
+    settings, then ``url`` from ``HL7_SCHEMA_REGISTRY_URL`` (not overridable)."""
+    from processor.config import schema_registry_passthrough
+
+    conf: dict[str, Any] = {
+        key: _number(value) if key in _NUMERIC_CLIENT_KEYS else value
+        for key, value in schema_registry_passthrough(environ).items()
+    }
+    conf["url"] = settings.schema_registry_url
+    return conf
+
+
+def registry_client(settings: Settings, environ: Mapping[str, str] | None = None) -> SchemaRegistryClient:
+    """A client for ``HL7_SCHEMA_REGISTRY_URL``; ConfigError (without secrets) if it cannot be built.
+
+    The constructor, not ``SchemaRegistryClient.new_client`` (confluent-kafka 2.7+), except
+    for ``mock://`` URLs, which only ``new_client`` maps to the in-memory registry.
+    """
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    conf = registry_client_config(settings, environ)
+    url = str(conf["url"] or "")
+    try:
+        if url.startswith("mock://"):
+            new_client = getattr(SchemaRegistryClient, "new_client", None)
+            if new_client is None:
+                raise ConfigError("HL7_SCHEMA_REGISTRY_URL mock://... needs confluent-kafka 2.7 or later")
+            return new_client(conf)  # type: ignore[no-any-return]
+        return SchemaRegistryClient(conf)
+    except ConfigError:
+        raise
+    except Exception as exc:  # ValueError / TypeError naming a setting, OSError for TLS files
+        text = str(exc)
+        secrets = [url] + [str(v) for k, v in conf.items() if any(w in k for w in _SECRET_KEY_PARTS)]
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        raise ConfigError(
+            f"schema registry client refused HL7_SCHEMA_REGISTRY_* settings: {type(exc).__name__}: {text}"
+        ) from None
 
 
 class AvroCodec:
@@ -73,19 +173,28 @@ class AvroCodec:
         *,
         registry: SchemaRegistryClient | None = None,
         register: bool = True,
+        auto_register: bool = False,
         extra_writer_schemas: Iterable[AvroSchema] = (),
     ) -> None:
-        """``topic_schemas``: topic -> schema its values are written with.
+        """``topic_schemas``: topic -> schema its records are built to.
 
         ``registry``: a Confluent schema registry client; switches encoding to the
-        Confluent wire format. ``register=False`` skips registration at construction
-        (read-only tools); ``encode`` then registers on first use.
+        Confluent wire format. The schema ids are resolved at construction (errors:
+        ConfigError / SchemaRegistryUnavailable); ``register=False`` defers that to the
+        first ``encode`` (read-only tools never encode). ``auto_register``: register our
+        schemas (True) or require the subject to hold a compatible one (False, see the
+        module docstring).
         ``extra_writer_schemas``: older schema versions whose single-object values
         should still decode (looked up by fingerprint).
         """
         self._topic_schemas: dict[str, AvroSchema] = dict(topic_schemas)
         self._registry = registry
+        self._auto_register = auto_register
         self._schema_ids: dict[str, int] = {}
+        # Per topic with a registry: the writer schema (ours, or the subject's latest version
+        # when that one writes our records losslessly) and the 5-byte Confluent header.
+        self._writers: dict[str, AvroSchema] = {}
+        self._headers: dict[str, bytes] = {}
         self._by_fingerprint: dict[bytes, AvroSchema] = {}
         self._by_id: dict[int, AvroSchema] = {}
         self._current_by_name: dict[str, AvroSchema] = {}
@@ -111,16 +220,20 @@ class AvroCodec:
         registry: SchemaRegistryClient | None = None,
         register: bool = True,
     ) -> AvroCodec:
-        """The gateway's codec: accepted/dead-letter topics, registry from HL7_SCHEMA_REGISTRY_URL."""
+        """The gateway's codec: accepted/dead-letter topics, registry from HL7_SCHEMA_REGISTRY_URL
+        (+ pass-through settings), auto-registration from HL7_SCHEMA_REGISTRY_AUTO_REGISTER."""
         topic_schemas = {
             settings.topic_accepted: load_schema(ACCEPTED_MESSAGE),
             settings.topic_deadletter: load_schema(DEAD_LETTER),
         }
         if registry is None and settings.schema_registry_url:
-            from confluent_kafka.schema_registry import SchemaRegistryClient
-
-            registry = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
-        return cls(topic_schemas, registry=registry, register=register)
+            registry = registry_client(settings)
+        return cls(
+            topic_schemas,
+            registry=registry,
+            register=register,
+            auto_register=settings.schema_registry_auto_register,
+        )
 
     @property
     def wire_format(self) -> str:
@@ -134,29 +247,110 @@ class AvroCodec:
             raise AvroEncodeError(f"no Avro schema configured for topic {topic}") from None
 
     def schema_id(self, topic: str) -> int | None:
-        """Registry id of the topic's schema (registered once, then cached); ``None`` without a registry."""
+        """Registry id values on ``topic`` are written with (resolved once, then cached);
+        ``None`` without a registry."""
         if self._registry is None:
             return None
         cached = self._schema_ids.get(topic)
         if cached is not None:
             return cached
+        schema_id, writer = self._resolve(topic, self.schema_for(topic))
+        self._schema_ids[topic] = schema_id
+        self._writers[topic] = writer
+        self._headers[topic] = _CONFLUENT_HEADER.pack(0, schema_id)
+        self._by_id[schema_id] = writer
+        return schema_id
+
+    def writer_schema(self, topic: str) -> AvroSchema:
+        """The schema values on ``topic`` are written with: ours, or (registry, auto-register
+        off) the subject's latest version when our schema is not registered there."""
+        if self._registry is None:
+            return self.schema_for(topic)
+        self.schema_id(topic)
+        return self._writers[topic]
+
+    def _resolve(self, topic: str, ours: AvroSchema) -> tuple[int, AvroSchema]:
+        """(schema id, writer schema) for ``topic`` from the registry, per ``auto_register``."""
         from confluent_kafka.schema_registry import Schema
 
-        schema = self.schema_for(topic)
+        registry: Any = self._registry
         subject = f"{topic}-value"
+        # Exactly what AvroSerializer registers and looks up for this schema text.
+        candidate = Schema(ours.text.strip(), "AVRO")
+        self._check_compatibility_level(subject)
+        if self._auto_register:
+            try:
+                return int(registry.register_schema(subject, candidate)), ours
+            except Exception as exc:
+                raise SchemaRegistryUnavailable(
+                    f"cannot register {ours.full_name} under schema registry subject {subject}: {_describe(exc)}"
+                ) from None
         try:
-            schema_id = int(self._registry.register_schema(subject, Schema(schema.text, "AVRO")))
+            return int(registry.lookup_schema(subject, candidate).schema_id), ours
         except Exception as exc:
-            # Only the status/code: the registry URL may carry credentials.
-            status = getattr(exc, "http_status_code", None)
-            code = getattr(exc, "error_code", None)
-            raise SchemaRegistryUnavailable(
-                f"cannot register {schema.full_name} under subject {subject}: "
-                f"{type(exc).__name__} (http status {status}, error code {code})"
-            ) from None
-        self._schema_ids[topic] = schema_id
-        self._by_id[schema_id] = schema
-        return schema_id
+            if not _not_found(exc):
+                raise SchemaRegistryUnavailable(
+                    f"cannot look up {ours.full_name} in schema registry subject {subject}: {_describe(exc)}"
+                ) from None
+        try:
+            latest = registry.get_latest_version(subject)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise SchemaRegistryUnavailable(
+                    f"cannot read schema registry subject {subject}: {_describe(exc)}"
+                ) from None
+            latest = None
+        if latest is None:
+            why = "it is empty"
+        else:
+            problems = _write_problems(ours, latest.schema.schema_str)
+            if not problems:
+                log.info(
+                    "schema registry subject %s does not hold %s as is; writing with its latest "
+                    "version %s (id %s), which holds every field of ours",
+                    subject, ours.full_name, latest.version, latest.schema_id,
+                )
+                return int(latest.schema_id), schema_from_json(latest.schema.schema_str)
+            more = f", +{len(problems) - 3} more" if len(problems) > 3 else ""
+            why = f"latest version {latest.version}: {', '.join(problems[:3])}{more}"
+        raise ConfigError(
+            f"schema registry subject {subject} holds no schema compatible with {ours.full_name} "
+            f"({why}); register it there, or set HL7_SCHEMA_REGISTRY_AUTO_REGISTER=true"
+        )
+
+    def _check_compatibility_level(self, subject: str) -> None:
+        """Auto-register on: give a subject without a level of its own AUTO_REGISTER_COMPATIBILITY.
+        Warn when the subject's effective level is NONE (any change accepted). Failures to read
+        or set the level (permissions, the mock registry) are warnings, never fatal."""
+        registry: Any = self._registry
+        if not _has_compatibility_api(registry):
+            return
+        try:
+            try:
+                level = registry.get_compatibility(subject)
+            except Exception as exc:
+                if not _not_found(exc):  # 404: no level of its own (40408) or no subject yet
+                    raise
+                if self._auto_register:
+                    registry.set_compatibility(subject_name=subject, level=AUTO_REGISTER_COMPATIBILITY)
+                    log.info(
+                        "schema registry subject %s: compatibility level set to %s",
+                        subject, AUTO_REGISTER_COMPATIBILITY,
+                    )
+                    return
+                level = registry.get_compatibility()  # the registry's global level applies
+        except Exception as exc:
+            log.warning(
+                "schema registry subject %s: cannot read or set its compatibility level (%s)",
+                subject, _describe(exc),
+            )
+            return
+        if str(level).upper() == "NONE":
+            log.warning(
+                "schema registry subject %s: compatibility level NONE, the registry accepts any "
+                "schema there and readers of the topic may break; set %s",
+                subject, AUTO_REGISTER_COMPATIBILITY,
+            )
 
     def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
         """The Kafka value for ``record`` on ``topic`` (single-object or Confluent framing).
@@ -169,12 +363,18 @@ class AvroCodec:
         if self._registry is None:
             buffer.write(SINGLE_OBJECT_MAGIC)
             buffer.write(schema.fingerprint)
+            writer = schema.parsed
         else:
-            buffer.write(_CONFLUENT_HEADER.pack(0, self.schema_id(topic)))  # type: ignore[arg-type]
+            header = self._headers.get(topic)
+            if header is None:
+                self.schema_id(topic)
+                header = self._headers[topic]
+            buffer.write(header)
+            writer = self._writers[topic].parsed
         try:
             if not self._field_names[topic].issuperset(record.keys()):
                 raise ValueError("unknown field")
-            fastavro.schemaless_writer(buffer, schema.parsed, record)
+            fastavro.schemaless_writer(buffer, writer, record)
         except Exception:
             raise AvroEncodeError(
                 f"record for topic {topic} does not match {schema.full_name}: "
@@ -229,6 +429,84 @@ class AvroCodec:
         if not isinstance(record, dict):
             raise UndecodableValue(f"{writer.full_name} is not a record schema")
         return record
+
+
+def _describe(exc: BaseException) -> str:
+    """Type, HTTP status and registry error code of a registry failure, never its text
+    (which may quote the URL and its credentials)."""
+    status = getattr(exc, "http_status_code", None)
+    code = getattr(exc, "error_code", None)
+    if status is None and code is None:
+        return type(exc).__name__
+    return f"{type(exc).__name__} (http status {status}, error code {code})"
+
+
+def _not_found(exc: BaseException) -> bool:
+    return getattr(exc, "http_status_code", None) == 404
+
+
+def _has_compatibility_api(registry: Any) -> bool:
+    """False for confluent-kafka's in-memory ``mock://`` registry, which has no compatibility
+    levels (its inherited REST call fails, after the client's retries, seconds later), unless
+    a subclass provides them; False for objects without ``get_compatibility``."""
+    if not callable(getattr(registry, "get_compatibility", None)):
+        return False
+    mro = type(registry).__mro__
+    if not any(cls.__name__ == "MockSchemaRegistryClient" for cls in mro):
+        return True
+    owner = next(cls for cls in mro if "get_compatibility" in vars(cls))
+    return owner.__name__ != "SchemaRegistryClient"
+
+
+# Keys that decide how a value is written; doc, aliases, defaults, order and other
+# properties do not.
+_SHAPE_KEYS = ("type", "name", "symbols", "size", "items", "values", "fields", "logicalType", "precision", "scale")
+
+
+def _shape(schema: Any) -> Any:
+    """A schema (named types expanded, full names) reduced to what decides the bytes written,
+    logical types included (unlike the Parsing Canonical Form)."""
+    if isinstance(schema, list):
+        return [_shape(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key in _SHAPE_KEYS:
+        if key not in schema:
+            continue
+        value = schema[key]
+        if key in ("items", "values") or (key == "type" and not isinstance(value, str)):
+            value = _shape(value)
+        elif key == "fields":
+            value = [(field["name"], _shape(field["type"])) for field in value]
+        out[key] = value
+    return out["type"] if set(out) == {"type"} else out
+
+
+def _write_problems(ours: AvroSchema, registered_text: str | None) -> list[str]:
+    """Why the registered schema cannot write records built to ``ours`` without loss (empty:
+    it can). Names fields, never data: a field of ours missing or typed differently there, or
+    a field there that we do not set and that has no default."""
+    try:
+        theirs = schema_from_json(registered_text or "")
+        expanded_theirs = expand_schema(theirs.parsed)
+    except Exception as exc:  # not Avro, or references to other subjects
+        return [f"unreadable schema ({type(exc).__name__})"]
+    if not isinstance(theirs.parsed, dict) or theirs.full_name != ours.full_name:
+        return [f"record {theirs.full_name}, not {ours.full_name}"]
+    our_types = {f["name"]: _shape(f["type"]) for f in expand_schema(ours.parsed)["fields"]}
+    problems: list[str] = []
+    their_names = set()
+    for field in expanded_theirs["fields"]:
+        name = field["name"]
+        their_names.add(name)
+        if name not in our_types:
+            if "default" not in field:
+                problems.append(f"{name} has no default")
+        elif _shape(field["type"]) != our_types[name]:
+            problems.append(f"{name} has another type")
+    problems.extend(f"{name} missing" for name in our_types if name not in their_names)
+    return problems
 
 
 def _bad_fields(schema: AvroSchema, record: Mapping[str, Any]) -> list[str]:

@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from processor.stream.metrics_server import start_metrics_server
     from processor.stream.processor import StreamFatalError, StreamProcessor
 
-    settings = load_settings()
+    settings = load_settings(schema_registry_auto_register=True)  # a demo: register the schemas
     stop = threading.Event()
     failure: list[str] = []
     on_shutdown_signal(stop.set)

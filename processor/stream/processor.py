@@ -47,7 +47,7 @@ from processor.avro.raw import RawRecord, decode_headers
 from processor.config import Settings, kafka_passthrough
 from processor.errors import ConfigError, GatewayError
 from processor.health import Readiness
-from processor.kafka.client_config import consumer_config, producer_config
+from processor.kafka.client_config import consumer_config, consumer_group_protocol, producer_config
 from processor.metrics import PROCESSOR_END_TO_END, PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.registry.model import Registry
 from processor.stream.lag import LagTracker
@@ -183,6 +183,8 @@ class StreamProcessor:
 
             try:
                 self._encode = AvroCodec.from_settings(self._settings).encode
+            except ConfigError:
+                raise  # already one clear line (subject, schema, what to do)
             except Exception as exc:  # e.g. schema registry unreachable: a clear line, no traceback
                 raise ConfigError(
                     f"Avro codec unavailable (schema registry?): {type(exc).__name__}"
@@ -235,8 +237,14 @@ class StreamProcessor:
     # ------------------------------------------------------------------ clients
     def _new_consumer(self) -> Consumer:
         extra: dict[str, Any] = {"enable.partition.eof": False}
-        if "partition.assignment.strategy" not in kafka_passthrough():
-            # Cooperative: a rebalance revokes only the partitions that move.
+        passthrough = kafka_passthrough()
+        # Classic protocol: cooperative, so a rebalance revokes only the partitions that move.
+        # group.protocol=consumer (KIP-848) is incremental by design, with the assignor on
+        # the broker (group.remote.assignor): librdkafka refuses the client-side setting.
+        if (
+            consumer_group_protocol(passthrough) == "classic"
+            and "partition.assignment.strategy" not in passthrough
+        ):
             extra["partition.assignment.strategy"] = "cooperative-sticky"
         consumer = Consumer(consumer_config(self._settings, **extra))
         consumer.subscribe(
