@@ -6,7 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit bench kafka clean
+# The oldest confluent-kafka the code supports: the floor written in pyproject.toml.
+KAFKA_FLOOR := $(shell sed -n 's/^ *"confluent-kafka\[schemaregistry\]>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+FLOOR_VENV ?= build/venv-kafka-floor
+# Tool that writes requirements.lock (kept out of the project's venv).
+LOCK_TOOL_VENV ?= build/venv-lock-tool
+UV_VERSION ?= 0.13.8
+LOCK_FLAGS ?=
+
+.PHONY: setup run test test-unit test-floor lock bench kafka clean
 
 setup: $(STAMP)
 
@@ -25,6 +33,32 @@ test: setup
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
+# The unit tests with the oldest confluent-kafka pyproject.toml allows (its own venv),
+# so the floor stays true. Raise the floor when code needs a newer client.
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -c 'import confluent_kafka as ck, sys; v = ck.version()[0]; print("confluent-kafka", v, "librdkafka", ck.libversion()[0]); sys.exit(v != "$(KAFKA_FLOOR)")'
+	$(FLOOR_VENV)/bin/python -m pytest tests/unit
+
+$(FLOOR_VENV)/.installed: pyproject.toml
+	@test -n "$(KAFKA_FLOOR)" || { echo "no confluent-kafka[schemaregistry]>=X floor found in pyproject.toml" >&2; exit 1; }
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[test]' 'confluent-kafka[schemaregistry]==$(KAFKA_FLOOR)'
+	touch $@
+
+# requirements.lock: the runtime dependencies pinned with sha256 hashes for the image
+# (deploy/Dockerfile: CPython 3.11, Linux x86_64, binary wheels only). Run after changing
+# [project] dependencies in pyproject.toml; pins still allowed are kept, so to move
+# everything to the newest allowed versions: make lock LOCK_FLAGS=--upgrade
+# (one package: LOCK_FLAGS='--upgrade-package starlette').
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOL_VENV)
+	$(LOCK_TOOL_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(LOCK_TOOL_VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --only-binary :all: \
+		--custom-compile-command 'make lock' $(LOCK_FLAGS) --output-file requirements.lock
+
 kafka: setup
 	$(BIN)/hl7-processor kafka
 
@@ -32,4 +66,4 @@ bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build

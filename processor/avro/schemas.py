@@ -1,8 +1,9 @@
 """Find, load and parse the Avro schema files (``accepted_message.avsc``, ``dead_letter.avsc``).
 
-Schema files are read from ``<directory holding the processor package>/schemas`` (the
-repository's ``schemas/``), or from the directory named by the environment variable
-``HL7_SCHEMAS_DIR`` when it is set (for installed wheels and for testing new versions).
+Schema files are package data, ``processor/schemas/*.avsc`` (the repository's top-level
+``schemas/`` is a symlink to that directory), read through :mod:`importlib.resources` so a
+wheel installed anywhere finds them. The environment variable ``HL7_SCHEMAS_DIR`` names
+another directory to read them from instead (for testing new versions).
 
 Each schema is parsed once (fastavro) and carries its Parsing Canonical Form and the
 CRC-64-AVRO fingerprint used by single-object encoding. The canonical form follows
@@ -16,6 +17,8 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,6 @@ import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-import processor
 from processor.errors import ConfigError
 
 __all__ = [
@@ -81,16 +83,20 @@ def schema_from_json(schema: str | Mapping[str, Any]) -> AvroSchema:
     )
 
 
-def schemas_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$HL7_SCHEMAS_DIR`` if set, else the repository's ``schemas/`` directory."""
+def schemas_dir(environ: Mapping[str, str] | None = None) -> Traversable:
+    """``$HL7_SCHEMAS_DIR`` if set, else the package's ``processor/schemas/`` (package data).
+
+    For a package on the file system (checkout, editable or wheel install) the
+    result is a :class:`pathlib.Path`.
+    """
     env = os.environ if environ is None else environ
     configured = env.get(SCHEMAS_DIR_ENV)
     if configured:
         return Path(configured)
-    return Path(processor.__file__).resolve().parent.parent / "schemas"
+    return files("processor") / "schemas"
 
 
-def load_schema(name: str, directory: Path | None = None) -> AvroSchema:
+def load_schema(name: str, directory: Traversable | None = None) -> AvroSchema:
     """Load ``<directory>/<name>.avsc``; ``ConfigError`` names the file when unusable."""
     path = (directory or schemas_dir()) / f"{name}.avsc"
     try:

@@ -43,12 +43,18 @@ def _stages() -> list[list[tuple[str, str]]]:
 
 
 def _copy_sources() -> list[str]:
+    """Build-context paths the Dockerfile reads: COPY sources and ``RUN --mount=type=bind`` sources."""
     sources = []
     for name, args in INSTRUCTIONS:
         if name == "COPY":
             parts = [p for p in shlex.split(args) if not p.startswith("--")]
             if "--from=" not in args:
                 sources.extend(parts[:-1])
+        if name == "RUN":
+            for mount in re.findall(r"--mount=(\S+)", args):
+                options = dict(o.split("=", 1) for o in mount.split(",") if "=" in o)
+                if options.get("type") == "bind" and "from" not in options:
+                    sources.append(options.get("source", "."))
     return sources
 
 
@@ -95,12 +101,85 @@ def test_healthcheck_uses_the_probe_the_image_installs() -> None:
     assert re.search(r"COPY\s+.*deploy/healthcheck\.py\s+/usr/local/bin/hl7-healthcheck", DOCKERFILE)
 
 
-def test_schemas_are_copied_where_the_app_is_told_to_look() -> None:
+def test_schemas_ship_inside_the_package_not_beside_it() -> None:
+    """The wheel carries processor/schemas/*.avsc (read by importlib.resources): no
+    HL7_SCHEMAS_DIR and no separate copy of schemas/ in the image."""
     env = " ".join(args for name, args in INSTRUCTIONS if name == "ENV")
-    match = re.search(r"HL7_SCHEMAS_DIR=(\S+)", env)
-    assert match
-    assert re.search(rf"COPY\s+schemas/\s+{re.escape(match.group(1))}/?\s*$", DOCKERFILE, re.M)
-    assert sorted(p.name for p in (ROOT / "schemas").glob("*.avsc")) == ["accepted_message.avsc", "dead_letter.avsc"]
+    assert "HL7_SCHEMAS_DIR" not in env
+    assert not any(source.rstrip("/").endswith("schemas") for source in _copy_sources())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "schemas/*.avsc" in pyproject["tool"]["setuptools"]["package-data"]["processor"]
+    names = ["accepted_message.avsc", "dead_letter.avsc"]
+    assert sorted(p.name for p in (ROOT / "processor" / "schemas").glob("*.avsc")) == names
+    assert sorted(p.name for p in (ROOT / "schemas").glob("*.avsc")) == names
+
+
+# ---------------------------------------------------------------- dependency layer and lock
+
+
+def _runtime_index(predicate: Any) -> int:
+    matches = [i for i, (name, args) in enumerate(_stages()[-1]) if predicate(name, args)]
+    assert matches
+    return matches[0]
+
+
+def test_dependencies_install_from_the_hashed_lock_before_the_code() -> None:
+    """A layer that depends on requirements.lock alone, so a code edit re-downloads nothing."""
+    runtime = _stages()[-1]
+    deps = _runtime_index(lambda name, args: name == "RUN" and "--require-hashes" in args)
+    deps_args = runtime[deps][1]
+    assert "requirements.lock" in deps_args and "--only-binary=:all:" in deps_args
+    assert "from=builder" not in deps_args
+    app = _runtime_index(lambda name, args: name == "RUN" and "from=builder" in args)
+    assert deps < app, "dependencies must be installed before the app's wheel"
+    # Nothing from the code reaches the runtime stage before the dependency layer.
+    for name, args in runtime[:deps]:
+        if name in {"COPY", "ADD"}:
+            assert "requirements.lock" in args and "processor" not in args, args
+    app_args = runtime[app][1]
+    assert "--no-deps" in app_args and "--no-index" in app_args and "pip check" in app_args
+    assert "load_schema" in app_args, "the build proves the installed wheel finds its schemas"
+    # The builder only builds the app's own wheel: dependencies come from the lock alone.
+    builder = _stages()[0]
+    wheels = [args for name, args in builder if name == "RUN" and "pip wheel" in args]
+    assert wheels and all("--no-deps" in args for args in wheels)
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {normalized name: (version, hashes)}."""
+    text = (ROOT / "requirements.lock").read_text(encoding="utf-8").replace("\\\n", " ")
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})*)", line)
+        assert match, f"requirements.lock: not an exact pin with hashes: {line[:80]}"
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        pins[name] = (match.group(2), re.findall(r"sha256:([0-9a-f]{64})", match.group(3)))
+    return pins
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    from packaging.requirements import Requirement
+
+    pins = _lock()
+    assert all(hashes for _version, hashes in pins.values()), "every pin needs --hash"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for spec in pyproject["project"]["dependencies"]:
+        req = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (
+            f"requirements.lock pins {req.name}=={pins[name][0]}, outside {req.specifier}: run `make lock`"
+        )
+
+
+def test_lock_is_regenerated_by_a_make_target() -> None:
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    assert "make lock" in lock[:300], "the header names the command that regenerates it"
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^lock:", makefile, re.M) and "--generate-hashes" in makefile
 
 
 def test_env_settings_are_ones_the_app_reads(known_setting: Any) -> None:
@@ -148,7 +227,8 @@ def test_every_copied_path_exists_and_reaches_the_build_context() -> None:
     for source in _copy_sources():
         assert (ROOT / source).exists(), f"COPY {source}: missing (the wheel build needs it)"
         assert not _excluded(source, patterns), f"COPY {source}: excluded by .dockerignore"
-    for module in ("processor/cli.py", "processor/kafka/kafka-runtime.lock", "schemas/dead_letter.avsc"):
+    for module in ("processor/cli.py", "processor/kafka/kafka-runtime.lock", "processor/schemas/dead_letter.avsc",
+                   "processor/demo_registry.yaml", "requirements.lock"):
         assert not _excluded(module, patterns), module
 
 
