@@ -132,7 +132,9 @@ def known_setting() -> Callable[[str], bool]:
     from processor.config import Settings
 
     fields = {f"HL7_{name.upper()}" for name in Settings.model_fields}
-    extra = {SCHEMAS_DIR_ENV}
+    # Read outside Settings: the local development broker's jar cache and Maven mirror
+    # (processor/kafka/local_broker.py) and the test suite's broker (tests/conftest.py).
+    extra = {SCHEMAS_DIR_ENV, "HL7_LOCAL_KAFKA_CACHE", "HL7_MAVEN_REPOSITORY", "HL7_TEST_KAFKA_BOOTSTRAP"}
 
     def known(name: str) -> bool:
         return name in fields or name in extra or name.startswith("HL7_KAFKA_")
