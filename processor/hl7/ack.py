@@ -202,6 +202,7 @@ def build_ack(
         trigger = ""
         received_id = ""
         charset = ""
+    version_raw = version_raw.translate(_NO_CONTROLS) or DEFAULT_VERSION  # see the end
     msh9_parts = ["ACK", escape(trigger, d)]
     if version >= (2, 3, 1):
         msh9_parts.append("ACK")
@@ -234,4 +235,11 @@ def build_ack(
         else:
             info, severity = cs.join(("0", "Message accepted", "HL70357")), "I"
         segments.append(fs.join(("ERR", "", "", info, severity, "", "", "", escape(text, d))))
-    return "".join(s + "\r" for s in segments).encode(ack_codec(header), errors="replace")
+    # Fields copied from the message may hold control characters (e.g. 0x1C, MLLP's end
+    # block, or 0x0B, its start): never echo them, they would break the reply's framing.
+    return "".join(s.translate(_NO_CONTROLS) + "\r" for s in segments).encode(
+        ack_codec(header), errors="replace"
+    )
+
+
+_NO_CONTROLS = {c: None for c in (*range(0x20), 0x7F)}

@@ -16,6 +16,7 @@ import pytest
 from processor.avro.codec import AvroCodec
 from processor.config import load_settings
 from processor.kafka.local_broker import free_port
+from tests import contract
 from tests.integration.stream.stream_kit import read_outputs
 
 pytestmark = pytest.mark.kafka
@@ -82,6 +83,57 @@ def test_run_prints_a_working_curl_and_routes_the_seed_message(kafka_bootstrap: 
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _jvm_pids_for(data_dir: str) -> list[str]:
+    out = subprocess.run(["ps", "-ewwo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if "kafka.Kafka" in line and data_dir in line]
+
+
+def test_run_without_kafka_starts_its_own_broker_and_demo_registry(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SPEC 7: "if no Kafka is configured it starts a local single-node Kafka itself and uses
+    ... a demo registry whose partner is the seed's partner_mailco / testing for trustalias";
+    Ctrl-C stops the broker too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HL7_") or k.startswith(("HL7_LOCAL_", "HL7_MAVEN"))}
+    env.update({"PYTHONUNBUFFERED": "1", "HL7_EDGE_PORT": str(free_port()), "HL7_METRICS_PORT": str(free_port()),
+                "HL7_TOPIC_PARTITIONS": "1"})
+    data_dir = str(tmp_path / "kafka-data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "run", "--data-dir", data_dir], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        bootstrap = curl = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and curl is None:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            found = re.match(r"^\s+Kafka\s+(\S+) \(local, started here\)", line)
+            if found:
+                bootstrap = found.group(1)
+            if line.strip().startswith("printf 'MSH"):
+                curl = line.strip()
+        assert bootstrap, f"no local Kafka reported (exit {proc.poll()})"
+        assert curl, f"no curl line printed (exit {proc.poll()})"
+        user, password = contract.DEMO_LOGIN
+        assert f"-u {user}:{password} " in curl and f"{contract.DEMO_ALIAS}{{{contract.DEMO_ALIAS}}}" in curl
+        assert _jvm_pids_for(data_dir), "the broker is not a process of its own data directory"
+
+        ack = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60).stdout
+        assert re.search(r"^MSA\|AA\|DEMO0001", ack, re.MULTILINE), ack
+        settings = load_settings(kafka_bootstrap_servers=bootstrap)  # the SPEC's default topic names
+        assert (settings.topic_raw, settings.topic_accepted) == (contract.TOPIC_RAW, contract.TOPIC_ACCEPTED)
+        [routed] = read_outputs(settings, expect=1, timeout=60)
+        assert routed.topic == contract.TOPIC_ACCEPTED
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0
+        assert _jvm_pids_for(data_dir) == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,6 +18,7 @@ from processor.config import Settings, load_settings
 from processor.edge.server import EdgeServer
 from processor.kafka.client_config import message_max_bytes
 from processor.registry.watcher import RegistryWatcher
+from tests.integration.sentinel import is_sentinel, produce_sentinels
 from tests.integration.edge.support import write_registry
 
 
@@ -37,7 +38,8 @@ class RawReader:
     seen: list[Message] = field(default_factory=list)
     _consumer: Consumer | None = None
 
-    def _poll_more(self, wait: float) -> None:
+    def _poll_more(self, wait: float, until_offset: int | None = None) -> None:
+        """Poll for ``wait`` seconds, or (with ``until_offset``) until that offset was read."""
         if self._consumer is None:
             self._consumer = Consumer({
                 "bootstrap.servers": self.bootstrap,
@@ -51,7 +53,12 @@ class RawReader:
         while time.monotonic() < deadline:
             msg = self._consumer.poll(0.2)
             if msg is not None and not msg.error():
-                self.seen.append(msg)
+                if not is_sentinel(msg.headers()):
+                    self.seen.append(msg)
+                if until_offset is not None and msg.offset() >= until_offset:
+                    return
+        if until_offset is not None:
+            raise AssertionError(f"sentinel at offset {until_offset} of {self.topic} not read back")
 
     def by_ack_id(self, ack_control_id: str, wait: float = 20.0) -> Message:
         """The record whose ingest id starts with the ACK's MSH-10 (the edge derives one from the other)."""
@@ -65,8 +72,12 @@ class RawReader:
                 raise AssertionError(f"no record for ACK {ack_control_id}")
             self._poll_more(0.5)
 
-    def all(self, settle: float = 2.0) -> list[Message]:
-        self._poll_more(settle)
+    def all(self) -> list[Message]:
+        """Every record stored so far. Reads up to a sentinel produced now (see
+        tests/integration/sentinel.py) instead of "poll a while": whatever the edge stored
+        before this call is below the sentinel, so an absence check cannot pass early."""
+        [offset] = produce_sentinels(self.bootstrap, self.topic, [0]).values()
+        self._poll_more(60.0, until_offset=offset)
         return list(self.seen)
 
     def close(self) -> None:

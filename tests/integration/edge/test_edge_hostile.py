@@ -213,7 +213,7 @@ class Scene:
     def stored_ids(self) -> list[str]:
         for ack_id in self.good_ids:
             self.edge.reader.by_ack_id(ack_id)  # the consumer has caught up to every good record
-        records = self.edge.reader.all(settle=1.0)
+        records = self.edge.reader.all()
         return [ack_control_id(dict(m.headers() or [])["hl7.ingest_id"].decode()) for m in records]
 
     def assert_only_good_stored(self, also: set[str] = frozenset()) -> None:  # type: ignore[assignment]

@@ -26,6 +26,7 @@ from processor.config import Settings
 from processor.kafka.topics import topic_configs
 from processor.registry.loader import parse_registry
 from processor.stream import StreamFatalError, StreamProcessor
+from tests.integration.sentinel import outputs_through_sentinel, partition_count
 from tests.integration.stream.stream_kit import (
     RawIn,
     hl7_message,
@@ -91,14 +92,23 @@ def test_record_too_large_for_output_topic_aborts_then_dead_letters(
     records.insert(30, RawIn(big, raw_headers()))
     produce_raw(settings, records)
 
-    aborted = []
+    from prometheus_client import REGISTRY as METRICS
+
+    def transactions(result: str) -> float:
+        return METRICS.get_sample_value("hl7_processor_transactions_total", {"result": result}) or 0.0
+
+    aborted_before, committed_before = transactions("aborted"), transactions("committed")
     runner = Runner(StreamProcessor(settings, REGISTRY))
     try:
-        out = read_outputs(settings, expect=len(records), timeout=90)
+        out = outputs_through_sentinel(settings, timeout=120)  # everything routed, nothing extra
     finally:
-        aborted.append(runner.proc.producers_created)
         runner.stop()
     assert runner.error is None
+    # The broker's refusal aborted at least one transaction (the big record's, and on the
+    # retry alone possibly its own again), and each abort was counted: SPEC 6
+    # hl7_processor_transactions_total{result="aborted"}. The retries then committed.
+    assert transactions("aborted") - aborted_before >= 1
+    assert transactions("committed") - committed_before >= 1
     assert len(out) == len(records) and len(set(_ids(out))) == len(records)
     big_id = dict(records[30].headers)["hl7.ingest_id"].decode()
     got = next(r for r in out if r.header("hl7.ingest_id") == big_id)
@@ -189,7 +199,7 @@ def test_ambiguous_commit_replaces_producer_without_duplicates(
     trip = _Trip(after_commit)
     runner = Runner(StreamProcessor(settings, REGISTRY, producer_factory=trip.factory()))
     try:
-        out = read_outputs(settings, expect=n, timeout=90)
+        out = outputs_through_sentinel(settings, timeout=120)  # everything routed, nothing extra
     finally:
         runner.stop()
     assert runner.error is None
@@ -199,7 +209,7 @@ def test_ambiguous_commit_replaces_producer_without_duplicates(
     assert len(ids) == n and len(set(ids)) == n
     # Counted once whichever way the commit went: a batch that did land is not dropped
     # from the counters, one that did not is counted when its retry commits.
-    assert runner.proc.committed_records == n
+    assert runner.proc.committed_records == n + partition_count(kafka_bootstrap, settings.topic_raw)  # + sentinels
 
 
 def test_second_instance_with_same_transactional_id_fences_the_first(
@@ -215,7 +225,7 @@ def test_second_instance_with_same_transactional_id_fences_the_first(
         first.thread.join(90)
         assert isinstance(first.error, StreamFatalError)
         assert not first.proc.live()
-        out = read_outputs(settings, expect=n, timeout=120)
+        out = outputs_through_sentinel(settings, timeout=180)  # everything routed, nothing extra
     finally:
         second.stop()
     assert second.error is None

@@ -160,15 +160,56 @@ def test_generated_messages_match_hl7apy(case: tuple[bytes, dict[str, object]]) 
 
 
 # --------------------------------------------------------------- arbitrary input
+#
+# read_header ends in a defence-in-depth ``except Exception`` that turns ANY internal error
+# (an IndexError from an off-by-one, a TypeError...) into MalformedHl7 with err_code 207
+# ("application internal error", HL7 table 0357). Accepting any MalformedHl7 would let such
+# a bug pass as "bad input"; so every refusal here must be one of the documented input
+# problems (processor/errors.py: 100 MSH not first / no MSH, 101 required field missing,
+# 102 bad delimiters or undecodable bytes, 103 MSH-18 not supported), never the catch-all.
+
+INPUT_ERR_CODES = frozenset({"100", "101", "102", "103"})
+CATCH_ALL = ("207", "MSH segment could not be read")
+
+
+def assert_input_error(exc: MalformedHl7) -> None:
+    assert type(exc) in (MalformedHl7, NoMshSegment), type(exc)
+    assert (exc.err_code, str(exc)) != CATCH_ALL, "an internal error reached the catch-all"
+    assert exc.err_code in INPUT_ERR_CODES, (exc.err_code, str(exc))
+    assert str(exc) != CATCH_ALL[1]
+
+
+def read_or_input_error(data: bytes) -> MshHeader | None:
+    """read_header's header, or None after checking the refusal is a documented input error."""
+    try:
+        h = read_header(data)
+    except MalformedHl7 as exc:
+        assert_input_error(exc)
+        return None
+    assert h.message_type and h.message_control_id and h.version_id
+    return h
+
+
+def test_the_oracle_sees_the_catch_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An internal error (here: a helper raising) comes out as MalformedHl7 207, and the
+    check above refuses it; so the properties below fail on such a bug."""
+    import processor.hl7.header as header_module
+
+    def boom(_name: str) -> None:
+        raise RuntimeError("internal bug")
+
+    monkeypatch.setattr(header_module, "codec_for", boom)
+    with pytest.raises(MalformedHl7) as info:
+        read_header(_with_msh18(b"8859/1"))
+    assert info.value.err_code == "207"
+    with pytest.raises(AssertionError):
+        assert_input_error(info.value)
 
 
 @settings(max_examples=500)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_only_malformed_family(data: bytes) -> None:
-    try:
-        read_header(data)
-    except MalformedHl7:
-        pass
+    read_or_input_error(data)
 
 
 _MSH_PREFIX = st.sampled_from([b"MSH|^~\\&|", b"MSH", b"\x0bMSH|", b"PID|1\rMSH|^~\\&|", b"\xef\xbb\xbfMSH#"])
@@ -177,23 +218,25 @@ _MSH_PREFIX = st.sampled_from([b"MSH|^~\\&|", b"MSH", b"\x0bMSH|", b"PID|1\rMSH|
 @settings(max_examples=500)
 @given(_MSH_PREFIX, st.binary(max_size=300))
 def test_msh_prefixed_bytes_only_malformed_family(prefix: bytes, tail: bytes) -> None:
-    try:
-        h = read_header(prefix + tail)
-    except MalformedHl7 as exc:
-        assert type(exc) in (MalformedHl7, NoMshSegment)
-    else:
-        assert h.message_type and h.message_control_id and h.version_id
+    read_or_input_error(prefix + tail)
 
 
 @settings(max_examples=300)
 @given(st.lists(st.sampled_from([b"|", b"^", b"~", b"\\", b"&", b"\r", b"\n", b"A", b"\x1c", b"\xc3"]),
                 max_size=200))
 def test_delimiter_soup_after_header(parts: list[bytes]) -> None:
-    data = b"MSH|^~\\&|" + b"".join(parts)
-    try:
-        read_header(data)
-    except MalformedHl7:
-        pass
+    read_or_input_error(b"MSH|^~\\&|" + b"".join(parts))
+
+
+_FIELD = st.sampled_from(["", "A", "2.5", "ADT^A01", "X1", "\\F\\", "AL", "8859/1", "UNICODE UTF-8", "a^b~c&d"])
+
+
+@settings(max_examples=400)
+@given(st.lists(_FIELD, max_size=24), st.sampled_from(["", "\r", "\rPID|1\r", "\n"]))
+def test_every_field_count(fields: list[str], tail: str) -> None:
+    """MSH with 0..24 fields after MSH-2: every count is a header or a documented refusal
+    (an off-by-one in reading the optional MSH-13..18 would otherwise hide in the catch-all)."""
+    read_or_input_error(("MSH|^~\\&|" + "|".join(fields) + tail).encode())
 
 
 # --------------------------------------------------------------- seed corpus of parser-breakers
@@ -261,6 +304,7 @@ def test_malformed_but_not_missing(data: bytes) -> None:
     with pytest.raises(MalformedHl7) as info:
         read_header(data)
     assert not isinstance(info.value, NoMshSegment)
+    assert_input_error(info.value)
 
 
 @pytest.mark.parametrize("data", list(NO_MSH.values()) + list(MALFORMED.values()))
