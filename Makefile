@@ -14,7 +14,7 @@ LOCK_TOOL_VENV ?= build/venv-lock-tool
 UV_VERSION ?= 0.13.8
 LOCK_FLAGS ?=
 
-.PHONY: setup run test test-unit test-floor lock bench kafka clean
+.PHONY: setup run test test-unit test-floor lint lock bench kafka clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,16 @@ test: setup
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
+
+# Lint and type checks ([tool.ruff] and [tool.mypy] in pyproject.toml): all three run, and
+# the target fails if any of them did.
+LINT_PATHS ?= processor bench
+lint: setup
+	status=0; \
+	$(BIN)/ruff check $(LINT_PATHS) || status=1; \
+	$(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 # The unit tests with the oldest confluent-kafka pyproject.toml allows (its own venv),
 # so the floor stays true. Raise the floor when code needs a newer client.

@@ -58,7 +58,8 @@ wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "JSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d}\\n",
+    "JSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d," ..
+    "\\"non2xx\\":%d,\\"socket_errors\\":%d}\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     e.status, e.connect + e.read + e.write + e.timeout))
 end
@@ -142,8 +143,11 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(
-        kafka_bootstrap_servers=args.bootstrap, registry_file=args.registry, topic_raw=args.topic,
-        edge_host="127.0.0.1", edge_port=args.port,
+        kafka_bootstrap_servers=args.bootstrap,
+        registry_file=args.registry,
+        topic_raw=args.topic,
+        edge_host="127.0.0.1",
+        edge_port=args.port,
     )
     watcher = RegistryWatcher(args.registry, 2.0)
     watcher.start()
@@ -159,11 +163,16 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 # -- load generation --------------------------------------------------------------------------
-def run_wrk(url: str, body_file: Path, auth: str, seconds: float, concurrency: int, lua: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, body_file: Path, auth: str, seconds: float, concurrency: int, lua: Path
+) -> dict[str, float]:
     env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_AUTH": auth}
     out = subprocess.run(
         ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "30s", "-s", str(lua), url],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("JSON "))
     data = json.loads(line[5:])
@@ -186,8 +195,9 @@ def run_httpx(url: str, body: bytes, auth: str, seconds: float, concurrency: int
         nonlocal errors
         while time.monotonic() < stop_at:
             t0 = time.monotonic()
-            resp = await client.post(url, content=body, headers={"Content-Type": "application/hl7-v2",
-                                                                 "Authorization": auth})
+            resp = await client.post(
+                url, content=body, headers={"Content-Type": "application/hl7-v2", "Authorization": auth}
+            )
             latencies.append(time.monotonic() - t0)
             errors += resp.status_code != 200
 
@@ -209,7 +219,9 @@ def run_httpx(url: str, body: bytes, auth: str, seconds: float, concurrency: int
     }
 
 
-def cold_start(start_edge, base: str, body: bytes, auths: list[str], seconds: float = 3.0) -> dict[str, float]:
+def cold_start(
+    start_edge, base: str, body: bytes, auths: list[str], seconds: float = 3.0
+) -> dict[str, float]:
     """A fresh edge process; len(auths) connections start sending at once: p50/p99 of the window."""
     import httpx
 
@@ -222,8 +234,11 @@ def cold_start(start_edge, base: str, body: bytes, auths: list[str], seconds: fl
         async with httpx.AsyncClient(timeout=60) as client:
             while time.monotonic() < stop_at:
                 t0 = time.monotonic()
-                resp = await client.post(base + "/hl7", content=body,
-                                         headers={"Content-Type": "application/hl7-v2", "Authorization": auth})
+                resp = await client.post(
+                    base + "/hl7",
+                    content=body,
+                    headers={"Content-Type": "application/hl7-v2", "Authorization": auth},
+                )
                 latencies.append(time.monotonic() - t0)
                 errors += resp.status_code != 200
 
@@ -237,14 +252,20 @@ def cold_start(start_edge, base: str, body: bytes, auths: list[str], seconds: fl
         server.terminate()
         server.wait(60)
     latencies.sort()
-    return {"connections": len(auths), "requests": len(latencies), "errors": errors,
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
-            "max_ms": round(latencies[-1] * 1000, 1), "acked_200": len(latencies) - errors}
+    return {
+        "connections": len(auths),
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "acked_200": len(latencies) - errors,
+    }
 
 
-def under_slow_connections(base: str, body: bytes, auth: str, port: int, seconds: float,
-                           rounds: int, slow: int = 1000) -> dict[str, object]:
+def under_slow_connections(
+    base: str, body: bytes, auth: str, port: int, seconds: float, rounds: int, slow: int = 1000
+) -> dict[str, object]:
     """The good partner's p99 without, then with, ``slow`` slow connections, alternating."""
     quiet, attacked = [], []
     for _ in range(rounds):
@@ -259,25 +280,36 @@ def under_slow_connections(base: str, body: bytes, auth: str, port: int, seconds
         time.sleep(1.0)
     q = statistics.median(r["p99_ms"] for r in quiet)
     a = statistics.median(r["p99_ms"] for r in attacked)
-    return {"slow_connections": slow, "good_partner_connections": 8,
-            "p99_ms_without": round(q, 2), "p99_ms_with": round(a, 2),
-            "p99_ms_without_rounds": [round(r["p99_ms"], 2) for r in quiet],
-            "p99_ms_with_rounds": [round(r["p99_ms"], 2) for r in attacked],
-            "rps_without": round(statistics.median(r["rps"] for r in quiet)),
-            "rps_with": round(statistics.median(r["rps"] for r in attacked)),
-            "ratio_with_to_without": round(a / q, 2), "goal_ratio": 2.0,
-            "errors": sum(r["errors"] for r in quiet + attacked),
-            "acked_200": sum(r["requests"] - r["errors"] for r in quiet + attacked)}
+    return {
+        "slow_connections": slow,
+        "good_partner_connections": 8,
+        "p99_ms_without": round(q, 2),
+        "p99_ms_with": round(a, 2),
+        "p99_ms_without_rounds": [round(r["p99_ms"], 2) for r in quiet],
+        "p99_ms_with_rounds": [round(r["p99_ms"], 2) for r in attacked],
+        "rps_without": round(statistics.median(r["rps"] for r in quiet)),
+        "rps_with": round(statistics.median(r["rps"] for r in attacked)),
+        "ratio_with_to_without": round(a / q, 2),
+        "goal_ratio": 2.0,
+        "errors": sum(r["errors"] for r in quiet + attacked),
+        "acked_200": sum(r["requests"] - r["errors"] for r in quiet + attacked),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating ceiling/hl7 rounds; medians reported")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating ceiling/hl7 rounds; medians reported"
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", default=os.environ.get("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    )
     parser.add_argument("--registry", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -315,9 +347,23 @@ def main() -> int:
 
     def start_edge() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--bootstrap", args.bootstrap, "--registry", str(registry),
-             "--topic", topic, "--port", str(port)],
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("HL7_")}, "PYTHONPATH": str(REPO)},
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                "--bootstrap",
+                args.bootstrap,
+                "--registry",
+                str(registry),
+                "--topic",
+                topic,
+                "--port",
+                str(port),
+            ],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("HL7_")},
+                "PYTHONPATH": str(REPO),
+            },
         )
         deadline = time.monotonic() + 60
         while True:
@@ -333,14 +379,21 @@ def main() -> int:
                 raise SystemExit("edge did not become ready")
             time.sleep(0.05)
 
-    cold = {"same_partner": cold_start(start_edge, base, body, [auth] * PARTNERS),
-            "distinct_partners": cold_start(start_edge, base, body,
-                                             [basic_auth(f"partner_{n:02d}") for n in range(PARTNERS)])}
+    cold = {
+        "same_partner": cold_start(start_edge, base, body, [auth] * PARTNERS),
+        "distinct_partners": cold_start(
+            start_edge, base, body, [basic_auth(f"partner_{n:02d}") for n in range(PARTNERS)]
+        ),
+    }
     server = start_edge()
     try:
         # warm the credential cache (one cold argon2 check) and the producer
-        first = httpx.post(base + "/hl7", content=body, timeout=30,
-                           headers={"Content-Type": "application/hl7-v2", "Authorization": auth})
+        first = httpx.post(
+            base + "/hl7",
+            content=body,
+            timeout=30,
+            headers={"Content-Type": "application/hl7-v2", "Authorization": auth},
+        )
         assert first.status_code == 200 and b"MSA|AA|" in first.content, first.content[:200]
 
         def measure(path: str) -> dict[str, float]:
@@ -382,19 +435,29 @@ def main() -> int:
         "rounds": args.rounds,
         "message_bytes": len(body),
         "cpu_count": os.cpu_count(),
-        "ceiling": {"rps": round(ceiling_rps), "p50_ms": round(med(ceiling_runs, "p50_ms"), 2),
-                    "p99_ms": round(med(ceiling_runs, "p99_ms"), 2),
-                    "errors": sum(r["errors"] for r in ceiling_runs)},
-        "hl7": {"rps": round(hl7_rps), "p50_ms": round(med(hl7_runs, "p50_ms"), 2),
-                "p99_ms": round(med(hl7_runs, "p99_ms"), 2), "errors": sum(r["errors"] for r in hl7_runs),
-                "per_round_rps": [round(r["rps"]) for r in hl7_runs]},
+        "ceiling": {
+            "rps": round(ceiling_rps),
+            "p50_ms": round(med(ceiling_runs, "p50_ms"), 2),
+            "p99_ms": round(med(ceiling_runs, "p99_ms"), 2),
+            "errors": sum(r["errors"] for r in ceiling_runs),
+        },
+        "hl7": {
+            "rps": round(hl7_rps),
+            "p50_ms": round(med(hl7_runs, "p50_ms"), 2),
+            "p99_ms": round(med(hl7_runs, "p99_ms"), 2),
+            "errors": sum(r["errors"] for r in hl7_runs),
+            "per_round_rps": [round(r["rps"]) for r in hl7_runs],
+        },
         "ratio_hl7_to_ceiling": round(hl7_rps / ceiling_rps, 3),
         # CPU the edge process itself spends per request (broker and load generator excluded):
         # the ratio this server would approach with Kafka on other machines.
-        "edge_cpu_us_per_request": {"ceiling": round(med(ceiling_runs, "edge_cpu_us_per_request")),
-                                    "hl7": round(med(hl7_runs, "edge_cpu_us_per_request"))},
+        "edge_cpu_us_per_request": {
+            "ceiling": round(med(ceiling_runs, "edge_cpu_us_per_request")),
+            "hl7": round(med(hl7_runs, "edge_cpu_us_per_request")),
+        },
         "edge_cpu_ratio_ceiling_to_hl7": round(
-            med(ceiling_runs, "edge_cpu_us_per_request") / med(hl7_runs, "edge_cpu_us_per_request"), 3),
+            med(ceiling_runs, "edge_cpu_us_per_request") / med(hl7_runs, "edge_cpu_us_per_request"), 3
+        ),
         "target_ratio": 0.4,
         "records_in_kafka": stored,
         "acked_200": ok_hl7 + slow["acked_200"] + sum(c["acked_200"] for c in cold.values()),

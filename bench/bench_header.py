@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hl7apy.parser import parse_message  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from hl7apy.parser import parse_message
+from tqdm import tqdm
 
-from processor.errors import Msh4Error  # noqa: E402
-from processor.hl7.charset import codec_for  # noqa: E402
-from processor.hl7.header import _new_header, read_header  # noqa: E402
-from processor.hl7.msh4 import Msh4Aliases, parse_msh4  # noqa: E402
-from tests.corpus import load, names, seed_message  # noqa: E402
+from processor.errors import Msh4Error
+from processor.hl7.charset import codec_for
+from processor.hl7.header import _new_header, read_header
+from processor.hl7.msh4 import Msh4Aliases, parse_msh4
+from tests.corpus import load, names, seed_message
 
 
 def ours(data: bytes) -> object:
@@ -108,11 +108,13 @@ def rates(
             best[i] = min(best[i], time.perf_counter() - start)
         if on_round is not None:
             on_round()
-    return [n * len(items) / t for n, (_fn, items), t in zip(loops, contenders, best)]
+    return [n * len(items) / t for n, (_fn, items), t in zip(loops, contenders, best, strict=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=0.5, help="target duration of one hl7apy round")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args(argv)
@@ -123,12 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for item in items:
             fn(item)  # warm up imports and hl7apy's reference caches
     seed = [seed_message()]
-    big = seed_message() + b"OBX|1|ED|PDF||^application^pdf^Base64^" + b"QUFB" * (5 * 1024 * 1024 // 4) + b"\r"
+    big = (
+        seed_message() + b"OBX|1|ED|PDF||^application^pdf^Base64^" + b"QUFB" * (5 * 1024 * 1024 // 4) + b"\r"
+    )
     fast = args.seconds / 4  # hl7apy is 1000s of times slower: a few rounds of it suffice
     steps = tqdm(total=3 * args.rounds + 9, desc="measuring", unit="round", file=sys.stderr, leave=False)
     tick = steps.update
-    r_ours, r_ceiling, r_floor = rates(((ours, corpus), (ceiling, corpus), (floor, corpus)),
-                                       fast, args.rounds, tick)
+    r_ours, r_ceiling, r_floor = rates(
+        ((ours, corpus), (ceiling, corpus), (floor, corpus)), fast, args.rounds, tick
+    )
     r_seed_ours, r_seed_ceiling = rates(((ours, seed), (ceiling, seed)), fast, args.rounds, tick)
     r_big_ours, r_big_ceiling = rates(((ours, [big]), (ceiling, [big])), fast, args.rounds, tick)
     (r_hl7apy,) = rates(((hl7apy, texts),), args.seconds, 3, tick)
@@ -145,11 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  ceiling / ours = {r_ceiling / r_ours:8.1f}x   (target <= 5x)")
     print(f"  floor / ours   = {r_floor / r_ours:8.1f}x   (cost of validation, escapes, charset, framing)")
     print(f"seed ADT^A01 only ({len(seed[0])} bytes):")
-    print(f"  ours {r_seed_ours:,.0f} msgs/s, hl7apy {r_seed_hl7apy:,.0f} msgs/s, ceiling {r_seed_ceiling:,.0f} msgs/s")
-    print(f"  ours / hl7apy  = {r_seed_ours / r_seed_hl7apy:8.1f}x   ceiling / ours = {r_seed_ceiling / r_seed_ours:6.1f}x")
+    print(
+        f"  ours {r_seed_ours:,.0f} msgs/s, hl7apy {r_seed_hl7apy:,.0f} msgs/s, "
+        f"ceiling {r_seed_ceiling:,.0f} msgs/s"
+    )
+    print(
+        f"  ours / hl7apy  = {r_seed_ours / r_seed_hl7apy:8.1f}x   "
+        f"ceiling / ours = {r_seed_ceiling / r_seed_ours:6.1f}x"
+    )
     print(f"5 MB message ({len(big):,} bytes):")
-    print(f"  ours {r_big_ours:,.0f} msgs/s, hl7apy {r_big_hl7apy:,.1f} msgs/s, ceiling {r_big_ceiling:,.0f} msgs/s")
-    print(f"  ours / hl7apy  = {r_big_ours / r_big_hl7apy:8.0f}x   ceiling / ours = {r_big_ceiling / r_big_ours:6.1f}x")
+    print(
+        f"  ours {r_big_ours:,.0f} msgs/s, hl7apy {r_big_hl7apy:,.1f} msgs/s, "
+        f"ceiling {r_big_ceiling:,.0f} msgs/s"
+    )
+    print(
+        f"  ours / hl7apy  = {r_big_ours / r_big_hl7apy:8.0f}x   "
+        f"ceiling / ours = {r_big_ceiling / r_big_ours:6.1f}x"
+    )
     return 0
 
 

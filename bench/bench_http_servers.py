@@ -93,8 +93,14 @@ try:
 except ImportError:  # the driver may run on an interpreter without starlette
     app = None
 
-GUARD = dict(header_timeout=10, body_min_rate=240, body_rate_grace=5, max_header_count=100,
-             max_header_bytes=32768, max_connections=2048)
+GUARD = dict(
+    header_timeout=10,
+    body_min_rate=240,
+    body_rate_grace=5,
+    max_header_count=100,
+    max_header_bytes=32768,
+    max_connections=2048,
+)
 
 CANDIDATES = {
     "A": "uvicorn-guarded",
@@ -111,8 +117,15 @@ def serve(cand: str, port: int) -> None:
     if cand in ("A", "B", "C"):
         import uvicorn
 
-        common = dict(host="127.0.0.1", port=port, loop="uvloop", lifespan="off",
-                      access_log=False, log_level="warning", workers=1)
+        common = dict(
+            host="127.0.0.1",
+            port=port,
+            loop="uvloop",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            workers=1,
+        )
         if cand == "A":
             from processor.edge.limits import ConnectionLimits, guarded_protocol
 
@@ -143,11 +156,18 @@ def serve(cand: str, port: int) -> None:
         from granian.log import LogLevels
 
         Granian(
-            "bench_http_servers:app", address="127.0.0.1", port=port,
-            interface=Interfaces.ASGI, workers=1, http=HTTPModes.http1, loop=Loops.auto,
-            backlog=2048, backpressure=2048, log_level=LogLevels.warning, log_access=False,
-            http1_settings=HTTP1Settings(header_read_timeout=10_000, keep_alive=True,
-                                         max_buffer_size=32768),
+            "bench_http_servers:app",
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=1,
+            http=HTTPModes.http1,
+            loop=Loops.auto,
+            backlog=2048,
+            backpressure=2048,
+            log_level=LogLevels.warning,
+            log_access=False,
+            http1_settings=HTTP1Settings(header_read_timeout=10_000, keep_alive=True, max_buffer_size=32768),
         ).serve()
     else:
         raise SystemExit(f"unknown candidate {cand}")
@@ -162,12 +182,18 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(HERE), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
         python = pythons["project" if cand in PROJECT_SIDE else "bench"]
         self.log = open(logdir / f"{cand}-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
             [python, str(Path(__file__).resolve()), "serve", cand, str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -250,7 +276,10 @@ class Server:
 
 
 # -- load generators --------------------------------------------------------------------------
-WRK_LUA = 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
+WRK_LUA = (
+    'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\n'
+    'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+)
 
 
 def _wrk_time(s: str) -> float:
@@ -261,9 +290,22 @@ def _wrk_time(s: str) -> float:
 
 def run_wrk(port: int, seconds: float, conc: int, lua: Path) -> dict:
     out = subprocess.run(
-        ["wrk", f"-t{min(2, conc)}", f"-c{conc}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-         "-s", str(lua), f"http://127.0.0.1:{port}/ping"],
-        capture_output=True, text=True, timeout=seconds + 30).stdout
+        [
+            "wrk",
+            f"-t{min(2, conc)}",
+            f"-c{conc}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(lua),
+            f"http://127.0.0.1:{port}/ping",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     p50 = _wrk_time(re.search(r"\n\s+50%\s+(\S+)", out)[1])
     p99 = _wrk_time(re.search(r"\n\s+99%\s+(\S+)", out)[1])
@@ -276,8 +318,10 @@ def run_wrk(port: int, seconds: float, conc: int, lua: Path) -> dict:
 
 async def _py_load(port: int, seconds: float, conc: int) -> dict:
     body = b"x" * 1024
-    req = (b"POST /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-           b"Content-Length: 1024\r\n\r\n" + body)
+    req = (
+        b"POST /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: 1024\r\n\r\n" + body
+    )
     lat: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -303,7 +347,7 @@ async def _py_load(port: int, seconds: float, conc: int) -> dict:
                         errors += 1
                     if re.search(rb"(?i)connection:\s*close", head):
                         break
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 errors += 1
             finally:
                 w.close()
@@ -312,8 +356,17 @@ async def _py_load(port: int, seconds: float, conc: int) -> dict:
     await asyncio.gather(*(worker() for _ in range(conc)))
     elapsed = time.perf_counter() - t0
     lat.sort()
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3 if lat else float("nan")  # noqa: E731
-    return {"rps": len(lat) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "requests": len(lat), "errors": errors}
+
+    def pick(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3 if lat else float("nan")
+
+    return {
+        "rps": len(lat) / elapsed,
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "requests": len(lat),
+        "errors": errors,
+    }
 
 
 def load(loadgen: str, port: int, seconds: float, conc: int, lua: Path) -> dict:
@@ -323,7 +376,9 @@ def load(loadgen: str, port: int, seconds: float, conc: int, lua: Path) -> dict:
 
 
 # -- attacks ----------------------------------------------------------------------------------
-async def _watch_close(r: asyncio.StreamReader, t0: float, cap: float, seen: dict | None = None) -> tuple[float | None, bytes]:
+async def _watch_close(
+    r: asyncio.StreamReader, t0: float, cap: float, seen: dict | None = None
+) -> tuple[float | None, bytes]:
     """Seconds until the server closed (None: still open at cap) and what it said.
 
     ``seen``, if given, gets "first" (seconds until the first byte) and "got" as they come."""
@@ -337,7 +392,7 @@ async def _watch_close(r: asyncio.StreamReader, t0: float, cap: float, seen: dic
             if seen is not None:
                 seen.setdefault("first", time.monotonic() - t0)
                 seen["got"] = got
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None, got
     except OSError:
         return time.monotonic() - t0, got
@@ -361,7 +416,10 @@ async def slow_head_and_body(port: int, cap_head: float = 35.0, cap_body: float 
     async def slow_body() -> dict:
         r, w = await asyncio.open_connection("127.0.0.1", port)
         t0 = time.monotonic()
-        w.write(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000\r\n\r\n")
+        w.write(
+            b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 10000\r\n\r\n"
+        )
         watcher = asyncio.create_task(_watch_close(r, t0, cap_body))
         sent = 0
         while not watcher.done() and sent < 10000 and time.monotonic() - t0 < cap_body:
@@ -374,23 +432,35 @@ async def slow_head_and_body(port: int, cap_head: float = 35.0, cap_body: float 
             await asyncio.wait({watcher}, timeout=1.0)
         closed, got = await watcher
         w.close()
-        return {"closed_after_s": None if closed is None else round(closed, 1), "answer": _status(got) if closed is not None else None,
-                "body_bytes_sent": sent}
+        return {
+            "closed_after_s": None if closed is None else round(closed, 1),
+            "answer": _status(got) if closed is not None else None,
+            "body_bytes_sent": sent,
+        }
 
     half = [head_conn(b"POST /ping HT") for _ in range(200)]
     results = await asyncio.gather(*half, head_conn(b""), slow_body())
     closes, body = results[:-1], results[-1]
-    open_at = lambda t: sum(1 for c in closes if c is None or c > t)  # noqa: E731
+
+    def open_at(t: float) -> int:
+        return sum(1 for c in closes if c is None or c > t)
+
     closed_times = sorted(c for c in closes if c is not None)
     return {
-        "slow_head": {"connections": len(closes), "open_after_15s": open_at(15), "open_after_30s": open_at(30),
-                      "median_close_s": round(statistics.median(closed_times), 1) if closed_times else None,
-                      "silent_conn_closed_after_s": None if closes[-1] is None else round(closes[-1], 1)},
+        "slow_head": {
+            "connections": len(closes),
+            "open_after_15s": open_at(15),
+            "open_after_30s": open_at(30),
+            "median_close_s": round(statistics.median(closed_times), 1) if closed_times else None,
+            "silent_conn_closed_after_s": None if closes[-1] is None else round(closes[-1], 1),
+        },
         "slow_body": body,
     }
 
 
-async def _send_and_watch(port: int, payload: bytes, cap: float, chunk: int = 1024, pause: float = 0.0002) -> dict:
+async def _send_and_watch(
+    port: int, payload: bytes, cap: float, chunk: int = 1024, pause: float = 0.0002
+) -> dict:
     """Send payload in small paced segments (stop if the server closes); report the first
     answer byte's time or the close's.
 
@@ -409,12 +479,12 @@ async def _send_and_watch(port: int, payload: bytes, cap: float, chunk: int = 10
         for i in range(0, len(payload), chunk):
             if watcher.done() or time.monotonic() - t0 > cap:
                 break
-            w.write(payload[i:i + chunk])
+            w.write(payload[i : i + chunk])
             await asyncio.wait_for(w.drain(), max(0.01, t0 + cap - time.monotonic()))
-            sent = i + len(payload[i:i + chunk])
+            sent = i + len(payload[i : i + chunk])
             if pause:
                 await asyncio.sleep(pause)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     # wait for the first answer byte or the close (a server that answers may keep the connection)
     while not watcher.done() and "first" not in seen and time.monotonic() - t0 < cap:
@@ -434,9 +504,15 @@ async def _send_and_watch(port: int, payload: bytes, cap: float, chunk: int = 10
         answer = "closed"
     else:
         answer = f"none in {cap:.0f} s"
-    return {"answer": answer, "time_s": None if answered is None else round(answered, 4),
-            "closed_by_server": closed is not None, "bytes_sent": sent, "bytes_total": len(payload),
-            "chunk_bytes": chunk, "pause_s": pause}
+    return {
+        "answer": answer,
+        "time_s": None if answered is None else round(answered, 4),
+        "closed_by_server": closed is not None,
+        "bytes_sent": sent,
+        "bytes_total": len(payload),
+        "chunk_bytes": chunk,
+        "pause_s": pause,
+    }
 
 
 def many_headers() -> bytes:
@@ -484,7 +560,9 @@ async def hold(port: int, n: int) -> dict:
             try:
                 w.write(b"POST /ping HT")
                 closed = asyncio.create_task(_watch_close(r, time.monotonic(), 3600))
-                await asyncio.wait({closed, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {closed, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+                )
                 closed.cancel()
             finally:
                 stats["open"] -= 1
@@ -493,7 +571,7 @@ async def hold(port: int, n: int) -> dict:
     async def announce() -> None:
         try:
             await asyncio.wait_for(ready.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         print(f"ready {stats['open']}", flush=True)
 
@@ -506,15 +584,21 @@ async def hold(port: int, n: int) -> dict:
     return stats
 
 
-def under_slow_heads(srv: Server, loadgen: str, lua: Path, python: str, seconds: float, pairs: int = 3) -> dict:
+def under_slow_heads(
+    srv: Server, loadgen: str, lua: Path, python: str, seconds: float, pairs: int = 3
+) -> dict:
     """Alternate windows without / with 1,000 held slow-head connections; medians compared."""
     base: list[dict] = []
     attacked: list[dict] = []
     holders: list[dict] = []
     for _ in range(pairs):
         base.append(load(loadgen, srv.port, seconds, 8, lua))
-        holder = subprocess.Popen([python, str(Path(__file__).resolve()), "hold", str(srv.port), "1000"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [python, str(Path(__file__).resolve()), "hold", str(srv.port), "1000"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         ready = holder.stdout.readline().split()
         time.sleep(1)  # let the server settle after the connection burst
         res = load(loadgen, srv.port, seconds, 8, lua)
@@ -526,29 +610,47 @@ def under_slow_heads(srv: Server, loadgen: str, lua: Path, python: str, seconds:
     p99_att = statistics.median(r["p99_ms"] for r in attacked)
     rps_base = statistics.median(r["rps"] for r in base)
     rps_att = statistics.median(r["rps"] for r in attacked)
-    return {"baseline": base, "attacked": attacked, "holders": holders,
-            "baseline_p99_ms": round(p99_base, 2), "attacked_p99_ms": round(p99_att, 2),
-            "baseline_p99_values": [r["p99_ms"] for r in base], "attacked_p99_values": [r["p99_ms"] for r in attacked],
-            "p99_ratio": round(p99_att / p99_base, 2) if p99_base else None,
-            "rps_ratio": round(rps_att / rps_base, 2) if rps_base else None,
-            "errors_attacked": sum(r["errors"] for r in attacked)}
+    return {
+        "baseline": base,
+        "attacked": attacked,
+        "holders": holders,
+        "baseline_p99_ms": round(p99_base, 2),
+        "attacked_p99_ms": round(p99_att, 2),
+        "baseline_p99_values": [r["p99_ms"] for r in base],
+        "attacked_p99_values": [r["p99_ms"] for r in attacked],
+        "p99_ratio": round(p99_att / p99_base, 2) if p99_base else None,
+        "rps_ratio": round(rps_att / rps_base, 2) if rps_base else None,
+        "errors_attacked": sum(r["errors"] for r in attacked),
+    }
 
 
 # -- driver -----------------------------------------------------------------------------------
 def versions(python: str, mods: list[str]) -> dict:
-    code = ("import importlib.metadata as m, json, sys\nout = {'python': sys.version.split()[0]}\n"
-            f"for n in {mods!r}:\n    try: out[n] = m.version(n)\n    except Exception: out[n] = None\nprint(json.dumps(out))")
+    code = (
+        "import importlib.metadata as m, json, sys\nout = {'python': sys.version.split()[0]}\n"
+        f"for n in {mods!r}:\n    try: out[n] = m.version(n)\n    except Exception: out[n] = None\n"
+        "print(json.dumps(out))"
+    )
     return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def spread(xs: list[float]) -> dict:
-    return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2),
-            "values": [round(x, 2) for x in xs]}
+    return {
+        "median": round(statistics.median(xs), 2),
+        "min": round(min(xs), 2),
+        "max": round(max(xs), 2),
+        "values": [round(x, 2) for x in xs],
+    }
 
 
 def markdown(report: dict) -> str:
-    rows = ["| candidate | req/s median (min-max) | p99 ms median (min-max) | CPU us/req | slow head open @15s / @30s (of 201) | 20k headers (1.9 MB) | 4 MiB header: answer, CPU s | slow body closed after | p99 ms with 1000 slow heads held vs without, medians of 3 (ratio) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| candidate | req/s median (min-max) | p99 ms median (min-max) | CPU us/req "
+        "| slow head open @15s / @30s (of 201) | 20k headers (1.9 MB) | 4 MiB header: answer, CPU s "
+        "| slow body closed after "
+        "| p99 ms with 1000 slow heads held vs without, medians of 3 (ratio) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for cand, r in report["results"].items():
         t = r.get("throughput", {})
         tp = f"{t['rps']['median']:.0f} ({t['rps']['min']:.0f}-{t['rps']['max']:.0f})" if t else "-"
@@ -559,16 +661,27 @@ def markdown(report: dict) -> str:
             sh = a["slow_head"]
             head = f"{sh['open_after_15s']} / {sh['open_after_30s']}"
             mh, bh, sb = a["many_headers"], a["big_header"], a["slow_body"]
-            many = f"{mh['answer']} in {mh['time_s']} s, CPU {mh['server_cpu_s']} s" + ("" if mh["server_alive_after"] else " (server dead)")
-            big = f"{bh['answer']}, {bh['server_cpu_s']}" + ("" if bh["server_alive_after"] else " (server dead)")
-            body = f"{sb['closed_after_s']} s" if sb["closed_after_s"] is not None else f"open at 30 s ({sb['body_bytes_sent']} B sent)"
+            many = f"{mh['answer']} in {mh['time_s']} s, CPU {mh['server_cpu_s']} s" + (
+                "" if mh["server_alive_after"] else " (server dead)"
+            )
+            big = f"{bh['answer']}, {bh['server_cpu_s']}" + (
+                "" if bh["server_alive_after"] else " (server dead)"
+            )
+            body = (
+                f"{sb['closed_after_s']} s"
+                if sb["closed_after_s"] is not None
+                else f"open at 30 s ({sb['body_bytes_sent']} B sent)"
+            )
             us = a["under_slow_heads"]
             under = f"{us['attacked_p99_ms']:.1f} vs {us['baseline_p99_ms']:.1f} ms ({us['p99_ratio']}x)"
             if us["errors_attacked"]:
                 under += f", {us['errors_attacked']} errors"
         else:
             head = many = big = body = under = "-"
-        rows.append(f"| {cand} {CANDIDATES[cand]} | {tp} | {p99} | {cpu} | {head} | {many} | {big} | {body} | {under} |")
+        rows.append(
+            f"| {cand} {CANDIDATES[cand]} | {tp} | {p99} | {cpu} "
+            f"| {head} | {many} | {big} | {body} | {under} |"
+        )
     return "\n".join(rows)
 
 
@@ -595,14 +708,40 @@ def main() -> int:
 
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
-        "loadgen": loadgen + (" " + subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip() if loadgen == "wrk" else ""),
-        "versions": {"project_venv": versions(args.project_python, ["uvicorn", "httptools", "uvloop", "h11", "starlette"]),
-                     "bench_venv": versions(args.bench_python, ["hypercorn", "h11", "granian", "starlette", "uvloop"])},
-        "settings": {"A": {"guard": GUARD, "loop": "uvloop"}, "B": {"loop": "uvloop"},
-                     "C": {"h11_max_incomplete_event_size": 16384, "limit_concurrency": 2048, "loop": "uvloop"},
-                     "D": {"worker": "asyncio", "read_timeout": 10, "h11_max_incomplete_size": 32768, "keep_alive_timeout": 5, "backlog": 2048},
-                     "E": {"interface": "asgi", "http": "1", "header_read_timeout_ms": 10000, "max_buffer_size": 32768,
-                           "keep_alive": True, "backpressure": 2048, "backlog": 2048, "loop": "auto (uvloop; rloop absent)"}},
+        "loadgen": loadgen
+        + (
+            " " + subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip()
+            if loadgen == "wrk"
+            else ""
+        ),
+        "versions": {
+            "project_venv": versions(
+                args.project_python, ["uvicorn", "httptools", "uvloop", "h11", "starlette"]
+            ),
+            "bench_venv": versions(args.bench_python, ["hypercorn", "h11", "granian", "starlette", "uvloop"]),
+        },
+        "settings": {
+            "A": {"guard": GUARD, "loop": "uvloop"},
+            "B": {"loop": "uvloop"},
+            "C": {"h11_max_incomplete_event_size": 16384, "limit_concurrency": 2048, "loop": "uvloop"},
+            "D": {
+                "worker": "asyncio",
+                "read_timeout": 10,
+                "h11_max_incomplete_size": 32768,
+                "keep_alive_timeout": 5,
+                "backlog": 2048,
+            },
+            "E": {
+                "interface": "asgi",
+                "http": "1",
+                "header_read_timeout_ms": 10000,
+                "max_buffer_size": 32768,
+                "keep_alive": True,
+                "backpressure": 2048,
+                "backlog": 2048,
+                "loop": "auto (uvloop; rloop absent)",
+            },
+        },
         "throughput": {"seconds": args.seconds, "concurrency": 32, "body_bytes": 1024, "rounds": args.rounds},
         "results": {c: {} for c in cands},
     }
@@ -621,13 +760,18 @@ def main() -> int:
                 res = load(loadgen, srv.port, args.seconds, 32, lua)
                 res["cpu_us_per_req"] = (srv.cpu() - c0) / max(1, res["requests"]) * 1e6
                 runs[c].append(res)
-                print(f"round {rnd} {c}: {res['rps']:.0f} req/s p99 {res['p99_ms']:.1f} ms "
-                      f"cpu {res['cpu_us_per_req']:.0f} us/req errors {res['errors']}", file=sys.stderr)
+                print(
+                    f"round {rnd} {c}: {res['rps']:.0f} req/s p99 {res['p99_ms']:.1f} ms "
+                    f"cpu {res['cpu_us_per_req']:.0f} us/req errors {res['errors']}",
+                    file=sys.stderr,
+                )
             finally:
                 srv.stop()
     for c in cands:
         if runs[c]:
-            report["results"][c]["throughput"] = {k: spread([r[k] for r in runs[c]]) for k in ("rps", "p99_ms", "cpu_us_per_req")}
+            report["results"][c]["throughput"] = {
+                k: spread([r[k] for r in runs[c]]) for k in ("rps", "p99_ms", "cpu_us_per_req")
+            }
             report["results"][c]["throughput"]["errors"] = sum(r["errors"] for r in runs[c])
 
     # 2-6. attacks, once per candidate, each group on a fresh server

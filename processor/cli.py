@@ -12,8 +12,8 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from processor import __version__
 
@@ -39,7 +39,7 @@ class JsonLogFormatter(logging.Formatter):
     function and source line per frame, never local variables)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        ts = datetime.fromtimestamp(record.created, tz=UTC)
         out: dict[str, object] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname,
@@ -79,16 +79,20 @@ def _log_format() -> str:
         return "text"
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hl7-processor",
         description="HL7 Partner Gateway: edge receiver, exactly-once processor and tools.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", type=_log_level, choices=LOG_LEVELS,
-                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (any case; default INFO); "
-                        "HL7_LOG_FORMAT=json for JSON lines")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=_log_level,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (any case; default INFO); HL7_LOG_FORMAT=json for JSON lines",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="whole pipeline on one machine (starts Kafka if none configured)")
@@ -109,41 +113,59 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) in the foreground")
     kafka.add_argument("--port", type=int, default=9092, help="client port (0 = any free port)")
     kafka.add_argument("--data-dir", help="keep data here (default: temporary, removed on exit)")
-    kafka.add_argument("--sasl", action="store_true",
-                       help="SASL_PLAINTEXT + SCRAM-SHA-512 with ACLs enforced; creates and prints a "
-                       "user per role (development only)")
+    kafka.add_argument(
+        "--sasl",
+        action="store_true",
+        help="SASL_PLAINTEXT + SCRAM-SHA-512 with ACLs enforced; creates and prints a "
+        "user per role (development only)",
+    )
     kafka.set_defaults(handler="processor.commands.kafka:main")
 
     acls = sub.add_parser("acls", help="least-privilege Kafka ACLs per role (print; --apply creates)")
-    acls.add_argument("--apply", action="store_true",
-                      help="create them on HL7_KAFKA_BOOTSTRAP_SERVERS (idempotent); default: print only")
-    acls.add_argument("--format", choices=("table", "kafka-acls"), default="table",
-                      help="print as a table (default) or as kafka-acls.sh command lines")
+    acls.add_argument(
+        "--apply",
+        action="store_true",
+        help="create them on HL7_KAFKA_BOOTSTRAP_SERVERS (idempotent); default: print only",
+    )
+    acls.add_argument(
+        "--format",
+        choices=("table", "kafka-acls"),
+        default="table",
+        help="print as a table (default) or as kafka-acls.sh command lines",
+    )
     acls.add_argument("--edge-principal", help="default User:hl7-edge")
     acls.add_argument("--processor-principal", help="default User:hl7-processor")
     acls.add_argument("--replay-principal", help="default User:hl7-replay")
     acls.add_argument("--admin-principal", help="default User:hl7-admin")
-    acls.add_argument("--transactional-id-prefix",
-                      help="common prefix of the processors' HL7_TRANSACTIONAL_IDs (default hl7-processor-)")
+    acls.add_argument(
+        "--transactional-id-prefix",
+        help="common prefix of the processors' HL7_TRANSACTIONAL_IDs (default hl7-processor-)",
+    )
     acls.set_defaults(handler="processor.commands.acls:main")
 
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
-        "create", help="create the three topics and the compacted replay ledger (idempotent)")
+        "create", help="create the three topics and the compacted replay ledger (idempotent)"
+    )
     create.add_argument("--partitions", type=int, help="partitions per topic (HL7_TOPIC_PARTITIONS)")
     create.add_argument("--replication-factor", type=int, help="-1 = broker default")
-    create.add_argument("--check", action="store_true",
-                        help="create nothing: print one line per difference between the settings and "
-                        "the existing topics; exit 0 none, 1 drift, 2 configuration error")
+    create.add_argument(
+        "--check",
+        action="store_true",
+        help="create nothing: print one line per difference between the settings and "
+        "the existing topics; exit 0 none, 1 drift, 2 configuration error",
+    )
     create.set_defaults(handler="processor.commands.topics:create")
 
     explain = sub.add_parser("explain", help="print the routing decision for one message as JSON")
     explain.add_argument("--registry", required=True, help="registry YAML file")
     explain.add_argument("--principal", required=True, help="registry id of the sender")
     explain.add_argument("message", nargs="?", default="-", help="message file, or - for stdin")
-    explain.add_argument("--charset", help="the HTTP charset the message was sent with (applies when "
-                         "MSH-18 is empty), e.g. ISO-8859-1")
+    explain.add_argument(
+        "--charset",
+        help="the HTTP charset the message was sent with (applies when MSH-18 is empty), e.g. ISO-8859-1",
+    )
     explain.set_defaults(handler="processor.commands.explain:main")
 
     registry = sub.add_parser("registry", help="registry tools")
@@ -158,19 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("topic")
     decode.add_argument("--max", type=int, default=None, help="stop after this many records")
     decode.add_argument("--timeout", type=float, default=5.0, help="stop after this long idle (s)")
-    decode.add_argument("--no-payload", action="store_true",
-                        help="leave the payload field (patient data) out of every line")
-    decode.add_argument("--follow", action="store_true",
-                        help="keep reading new records until SIGINT/SIGTERM (exit 0); --timeout is ignored")
-    decode.add_argument("--since", metavar="TIME",
-                        help="start at the first record written at or after TIME (ISO-8601, UTC if "
-                        "no offset; or epoch seconds), per partition")
+    decode.add_argument(
+        "--no-payload", action="store_true", help="leave the payload field (patient data) out of every line"
+    )
+    decode.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading new records until SIGINT/SIGTERM (exit 0); --timeout is ignored",
+    )
+    decode.add_argument(
+        "--since",
+        metavar="TIME",
+        help="start at the first record written at or after TIME (ISO-8601, UTC if "
+        "no offset; or epoch seconds), per partition",
+    )
     decode.add_argument("--partition", type=int, metavar="N", help="read this partition only")
     decode.add_argument("--offset", type=int, metavar="N", help="start at this offset (needs --partition)")
-    decode.add_argument("--reason", action="append", metavar="R",
-                        help="dead letters with this reason code only (repeatable)")
-    decode.add_argument("--principal", action="append", metavar="P",
-                        help="records of this principal id only (repeatable)")
+    decode.add_argument(
+        "--reason", action="append", metavar="R", help="dead letters with this reason code only (repeatable)"
+    )
+    decode.add_argument(
+        "--principal", action="append", metavar="P", help="records of this principal id only (repeatable)"
+    )
     decode.set_defaults(handler="processor.commands.decode:main")
 
     deadletter = sub.add_parser("deadletter", help="dead-letter tools")
@@ -180,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--principal", action="append", help="principal id (repeatable)")
     replay.add_argument("--since", help="ISO-8601 time, dead-lettered at or after")
     replay.add_argument("--until", help="ISO-8601 time, dead-lettered before")
-    replay.add_argument("--registry", help="current registry (default HL7_REGISTRY_FILE): only dead "
-                        "letters it now accepts are replayed")
+    replay.add_argument(
+        "--registry",
+        help="current registry (default HL7_REGISTRY_FILE): only dead letters it now accepts are replayed",
+    )
     replay.add_argument("--force", action="store_true", help="replay without checking the registry")
     replay.add_argument("--execute", action="store_true", help="publish (default: dry run, count only)")
     replay.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -189,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(target: str):  # type: ignore[no-untyped-def]
+def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 

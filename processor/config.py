@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -122,7 +123,7 @@ def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str
     for name, value in env.items():
         upper = name.upper()
         if upper.startswith(_PASSTHROUGH_PREFIX) and upper not in _NOT_PASSTHROUGH:
-            key = upper[len(_PASSTHROUGH_PREFIX):].lower().replace("_", ".")
+            key = upper[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
             if key:
                 out[key] = value
     return out
@@ -139,12 +140,12 @@ def schema_registry_passthrough(environ: Mapping[str, str] | None = None) -> dic
     for name, value in env.items():
         upper = name.upper()
         if upper.startswith(_SR_PASSTHROUGH_PREFIX) and upper not in own:
-            key = upper[len(_SR_PASSTHROUGH_PREFIX):].lower().replace("_", ".")
+            key = upper[len(_SR_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
             if key:
                 out[key] = value
     return out
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

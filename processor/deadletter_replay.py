@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from processor.avro.raw import HEADER_CHARSET, HEADER_PRINCIPAL_TYPE, RawRecord
@@ -90,19 +90,28 @@ def verdict_now(candidate: Candidate, registry: Registry) -> Reason | None:
     """The reason the processor would give this record today, or ``None`` if it would accept it."""
     from processor.stream.routing import metadata_problem
 
-    raw = RawRecord(topic="", partition=-1, offset=-1, key=candidate.key, value=candidate.payload,
-                    headers=dict(candidate.headers))
+    raw = RawRecord(
+        topic="",
+        partition=-1,
+        offset=-1,
+        key=candidate.key,
+        value=candidate.payload,
+        headers=dict(candidate.headers),
+    )
     if metadata_problem(raw) is not None:
         return Reason.MISSING_METADATA
     decision = decide(
-        registry, raw.principal_id or "", raw.headers[HEADER_PRINCIPAL_TYPE], candidate.payload,
+        registry,
+        raw.principal_id or "",
+        raw.headers[HEADER_PRINCIPAL_TYPE],
+        candidate.payload,
         raw.headers.get(HEADER_CHARSET) or None,
     )
     return decision.reason if isinstance(decision, Rejected) else None
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def matches(dead_letter: Mapping[str, Any], criteria: ReplayCriteria) -> bool:
@@ -123,9 +132,14 @@ def coordinate_of(topic: str, partition: int, offset: int) -> str:
     return f"{topic}:{partition}:{offset}"
 
 
-def replay_headers(original: Mapping[str, str], coordinate: str, replayed_at_us: int) -> list[tuple[str, bytes]]:
-    """The original raw headers, minus any older replay marker, plus this replay's marker."""
-    headers = [(k, v.encode()) for k, v in original.items() if k not in _MARKERS]
+def replay_headers(
+    original: Mapping[str, str], coordinate: str, replayed_at_us: int
+) -> list[tuple[str, str | bytes | None]]:
+    """The original raw headers, minus any older replay marker, plus this replay's marker
+    (as bytes; typed as ``Producer.produce`` takes them)."""
+    headers: list[tuple[str, str | bytes | None]] = [
+        (k, v.encode()) for k, v in original.items() if k not in _MARKERS
+    ]
     headers.append((REPLAY_OF_HEADER, coordinate.encode()))
     headers.append((REPLAYED_AT_HEADER, str(replayed_at_us).encode()))
     return headers
@@ -138,7 +152,7 @@ def ledger_topic(settings: Settings) -> str:
     return defined(settings)
 
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], object]  # the result is ignored (tqdm.update returns one)
 
 
 class DeadLetterReplayer:
@@ -166,7 +180,9 @@ class DeadLetterReplayer:
             admin.create_topics([new])[topic].result(30)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise KafkaUnavailable(f"cannot create the replay ledger {topic}: {exc.args[0].name()}") from None
+                raise KafkaUnavailable(
+                    f"cannot create the replay ledger {topic}: {exc.args[0].name()}"
+                ) from None
         except TimeoutError:
             raise KafkaUnavailable(
                 f"Kafka at {self._settings.kafka_bootstrap_servers} did not answer within 30 s"
@@ -183,8 +199,9 @@ class DeadLetterReplayer:
 
         self._ensure_ledger()
         return {
-            msg.key().decode() for msg in read_to_end(self._consumer_conf(), ledger_topic(self._settings))
-            if msg.key() is not None and msg.value() is not None
+            key.decode()
+            for msg in read_to_end(self._consumer_conf(), ledger_topic(self._settings))
+            if (key := msg.key()) is not None and msg.value() is not None
         }
 
     def scan(
@@ -192,7 +209,8 @@ class DeadLetterReplayer:
     ) -> ScanResult:
         """Dead letters meeting the criteria, not yet replayed, and (with a registry)
         acceptable under it now; ``registry=None`` skips that check (forced replay)."""
-        from processor.kafka.topic_reader import read_to_end
+        from processor.avro.codec import UndecodableValue
+        from processor.kafka.topic_reader import position, read_to_end
 
         done = self.replayed()
         result = ScanResult()
@@ -200,10 +218,14 @@ class DeadLetterReplayer:
         for msg in read_to_end(self._consumer_conf(), topic):
             if progress:
                 progress(1)
-            coordinate = coordinate_of(topic, msg.partition(), msg.offset())
+            coordinate = coordinate_of(topic, *position(msg))
+            value = msg.value()
+            if value is None:
+                log.warning("dead letter %s has no value (a tombstone); skipped", coordinate)
+                continue
             try:
-                record = self._codec.decode(msg.value())
-            except Exception:  # noqa: BLE001 - an unreadable value is reported, not fatal
+                record = self._codec.decode(value)
+            except UndecodableValue:
                 log.warning("dead letter %s is not decodable; skipped", coordinate)
                 continue
             if not matches(record, criteria):
@@ -212,8 +234,11 @@ class DeadLetterReplayer:
                 result.already_replayed += 1
                 continue
             candidate = Candidate(
-                coordinate=coordinate, reason=str(record.get("reason")), key=msg.key(),
-                payload=bytes(record["payload"]), headers=dict(record.get("headers") or {}),
+                coordinate=coordinate,
+                reason=str(record.get("reason")),
+                key=msg.key(),
+                payload=bytes(record["payload"]),
+                headers=dict(record.get("headers") or {}),
             )
             if not candidate.payload:
                 result.without_payload += 1
@@ -232,9 +257,11 @@ class DeadLetterReplayer:
 
         from processor.kafka.client_config import producer_config
 
-        producer = Producer(producer_config(
-            self._settings, **{"transactional.id": f"{self._settings.consumer_group}-deadletter-replay"}
-        ))
+        producer = Producer(
+            producer_config(
+                self._settings, **{"transactional.id": f"{self._settings.consumer_group}-deadletter-replay"}
+            )
+        )
         producer.init_transactions(30)
         # init_transactions fenced any other replay run (same transactional.id) and settled
         # its open transaction: read the ledger again, so what it replayed after our scan
@@ -242,8 +269,10 @@ class DeadLetterReplayer:
         done = self.replayed()
         fresh = [cand for cand in candidates if cand.coordinate not in done]
         if len(fresh) != len(candidates):
-            log.warning("%d dead letter(s) were replayed by another run since the scan; skipped",
-                        len(candidates) - len(fresh))
+            log.warning(
+                "%d dead letter(s) were replayed by another run since the scan; skipped",
+                len(candidates) - len(fresh),
+            )
         candidates = fresh
         ledger = ledger_topic(self._settings)
         published = 0
@@ -257,7 +286,9 @@ class DeadLetterReplayer:
             now_us = time.time_ns() // 1000
             for cand in batch:
                 producer.produce(
-                    self._settings.topic_raw, value=cand.payload, key=cand.key,
+                    self._settings.topic_raw,
+                    value=cand.payload,
+                    key=cand.key,
                     headers=replay_headers(cand.headers, cand.coordinate, now_us),
                 )
                 producer.produce(ledger, key=cand.coordinate.encode(), value=str(now_us).encode())

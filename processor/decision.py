@@ -88,12 +88,10 @@ def decide(
         version = registry.version
         return _decide(registry, principal_id, principal_type, payload, version, default_charset)
     except Exception as exc:  # noqa: BLE001 - the contract: one bad record never escapes
-        log.error(
-            "decision failed for principal %r: %s", str(principal_id)[:_MAX_SHOWN], type(exc).__name__
-        )
+        log.error("decision failed for principal %r: %s", str(principal_id)[:_MAX_SHOWN], type(exc).__name__)
         try:
             header = best_effort_header(payload, default_charset)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - nor does the fallback's failure
             header = None
         return Rejected(
             Reason.PROCESSING_ERROR,
@@ -139,7 +137,9 @@ def _decide(
             if ptype is not None
             else "principal type is not 'partner' or 'customer'"
         )
-        return Rejected(Reason.PRINCIPAL_UNKNOWN, detail, version, best_effort_header(payload, default_charset))
+        return Rejected(
+            Reason.PRINCIPAL_UNKNOWN, detail, version, best_effort_header(payload, default_charset)
+        )
     # Row 3
     if not principal.active:
         return Rejected(
@@ -183,8 +183,12 @@ def _decide(
 _new = object.__new__
 _setters = tuple(Accepted.__dict__[f.name].__set__ for f in fields(Accepted))
 if tuple(f.name for f in fields(Accepted)) != (
-    "header", "connecting_customer_id", "connecting_alias", "data_controller_id",
-    "data_controller_alias", "registry_version",
+    "header",
+    "connecting_customer_id",
+    "connecting_alias",
+    "data_controller_id",
+    "data_controller_alias",
+    "registry_version",
 ):  # pragma: no cover
     raise ImportError("Accepted fields and _accepted are out of step")
 _set_h, _set_cid, _set_ca, _set_did, _set_da, _set_v = _setters

@@ -42,7 +42,9 @@ class Readiness:
         return all(results.values()), results
 
 
-def render_status(ready: bool, checks: dict[str, bool], info: dict[str, bool] | None = None) -> tuple[int, bytes]:
+def render_status(
+    ready: bool, checks: dict[str, bool], info: dict[str, bool] | None = None
+) -> tuple[int, bytes]:
     """HTTP status and a small JSON body for a readiness answer; ``info`` is reported
     but does not decide readiness (e.g. the edge's Kafka reachability, SPEC 4)."""
     doc: dict[str, object] = {"ready": ready, "checks": checks}
@@ -83,7 +85,7 @@ class PeriodicCheck:
     def run_once(self) -> bool:
         try:
             good = bool(self._probe())
-        except Exception as exc:  # probe failures are expected when a dependency is down
+        except Exception as exc:  # noqa: BLE001 - any probe failure means "not ok" (expected when a dependency is down)
             log.debug("check %s failed: %s", self.name, type(exc).__name__)
             good = False
         self._last_ok = time.monotonic() if good else None

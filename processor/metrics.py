@@ -29,7 +29,20 @@ __all__ = [
 ]
 
 _LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 # A whole request can take minutes (a 10 MiB body at the minimum body rate, a slow client):
 # without buckets above 30 s every such request would sit in +Inf.
@@ -119,7 +132,12 @@ for _result in ("ok", "error"):
 for _result in ("committed", "aborted"):
     PROCESSOR_TRANSACTIONS.labels(result=_result)
 for _limit in (
-    "connections", "requests_in_progress", "body_budget", "header_timeout", "header_bytes",
-    "header_count", "body_rate",
+    "connections",
+    "requests_in_progress",
+    "body_budget",
+    "header_timeout",
+    "header_bytes",
+    "header_count",
+    "body_rate",
 ):
     EDGE_LIMIT_REFUSALS.labels(limit=_limit)

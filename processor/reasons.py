@@ -4,12 +4,12 @@ The enum's string values are the wire values: they appear in ERR segments, the
 dead-letter Avro enum and metric labels, so never rename one.
 """
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["Reason", "REASON_CODES"]
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     MISSING_METADATA = "MISSING_METADATA"
     PRINCIPAL_UNKNOWN = "PRINCIPAL_UNKNOWN"
     PRINCIPAL_NOT_ACTIVE = "PRINCIPAL_NOT_ACTIVE"
@@ -23,9 +23,6 @@ class Reason(str, Enum):
     CUSTOMER_ALIAS_MISMATCH = "CUSTOMER_ALIAS_MISMATCH"
     DELEGATION_NOT_AUTHORISED = "DELEGATION_NOT_AUTHORISED"
     PROCESSING_ERROR = "PROCESSING_ERROR"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 REASON_CODES: tuple[str, ...] = tuple(r.value for r in Reason)

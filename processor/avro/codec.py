@@ -94,7 +94,14 @@ AUTO_REGISTER_COMPATIBILITY = "FULL_TRANSITIVE"
 _SECRET_KEY_PARTS = ("auth", "password", "secret", "token", "user.info")
 # Registry client settings that must be numbers (environment values are strings).
 _NUMERIC_CLIENT_KEYS = frozenset(
-    {"timeout", "cache.capacity", "cache.latest.ttl.sec", "max.retries", "retries.wait.ms", "retries.max.wait.ms"}
+    {
+        "timeout",
+        "cache.capacity",
+        "cache.latest.ttl.sec",
+        "max.retries",
+        "retries.wait.ms",
+        "retries.max.wait.ms",
+    }
 )
 
 
@@ -149,11 +156,11 @@ def registry_client(settings: Settings, environ: Mapping[str, str] | None = None
             new_client = getattr(SchemaRegistryClient, "new_client", None)
             if new_client is None:
                 raise ConfigError("HL7_SCHEMA_REGISTRY_URL mock://... needs confluent-kafka 2.7 or later")
-            return new_client(conf)  # type: ignore[no-any-return]
+            return new_client(conf)
         return SchemaRegistryClient(conf)
     except ConfigError:
         raise
-    except Exception as exc:  # ValueError / TypeError naming a setting, OSError for TLS files
+    except Exception as exc:  # noqa: BLE001 - ValueError/TypeError naming a setting, OSError for TLS files, ...
         text = str(exc)
         secrets = [url] + [str(v) for k, v in conf.items() if any(w in k for w in _SECRET_KEY_PARTS)]
         for secret in secrets:
@@ -281,20 +288,21 @@ class AvroCodec:
         if self._auto_register:
             try:
                 return int(registry.register_schema(subject, candidate)), ours
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - registry boundary: HTTP, transport, TLS errors have no common base
                 raise SchemaRegistryUnavailable(
-                    f"cannot register {ours.full_name} under schema registry subject {subject}: {_describe(exc)}"
+                    f"cannot register {ours.full_name} under schema registry subject {subject}: "
+                    f"{_describe(exc)}"
                 ) from None
         try:
             return int(registry.lookup_schema(subject, candidate).schema_id), ours
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - registry boundary: HTTP, transport, TLS errors have no common base
             if not _not_found(exc):
                 raise SchemaRegistryUnavailable(
                     f"cannot look up {ours.full_name} in schema registry subject {subject}: {_describe(exc)}"
                 ) from None
         try:
             latest = registry.get_latest_version(subject)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - registry boundary: HTTP, transport, TLS errors have no common base
             if not _not_found(exc):
                 raise SchemaRegistryUnavailable(
                     f"cannot read schema registry subject {subject}: {_describe(exc)}"
@@ -308,7 +316,10 @@ class AvroCodec:
                 log.info(
                     "schema registry subject %s does not hold %s as is; writing with its latest "
                     "version %s (id %s), which holds every field of ours",
-                    subject, ours.full_name, latest.version, latest.schema_id,
+                    subject,
+                    ours.full_name,
+                    latest.version,
+                    latest.schema_id,
                 )
                 return int(latest.schema_id), schema_from_json(latest.schema.schema_str)
             more = f", +{len(problems) - 3} more" if len(problems) > 3 else ""
@@ -335,21 +346,24 @@ class AvroCodec:
                     registry.set_compatibility(subject_name=subject, level=AUTO_REGISTER_COMPATIBILITY)
                     log.info(
                         "schema registry subject %s: compatibility level set to %s",
-                        subject, AUTO_REGISTER_COMPATIBILITY,
+                        subject,
+                        AUTO_REGISTER_COMPATIBILITY,
                     )
                     return
                 level = registry.get_compatibility()  # the registry's global level applies
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: a warning, never fatal
             log.warning(
                 "schema registry subject %s: cannot read or set its compatibility level (%s)",
-                subject, _describe(exc),
+                subject,
+                _describe(exc),
             )
             return
         if str(level).upper() == "NONE":
             log.warning(
                 "schema registry subject %s: compatibility level NONE, the registry accepts any "
                 "schema there and readers of the topic may break; set %s",
-                subject, AUTO_REGISTER_COMPATIBILITY,
+                subject,
+                AUTO_REGISTER_COMPATIBILITY,
             )
 
     def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
@@ -375,7 +389,7 @@ class AvroCodec:
             if not self._field_names[topic].issuperset(record.keys()):
                 raise ValueError("unknown field")
             fastavro.schemaless_writer(buffer, writer, record)
-        except Exception:
+        except Exception:  # noqa: BLE001 - fastavro fails on bad data in many ways; all mean "does not match"
             raise AvroEncodeError(
                 f"record for topic {topic} does not match {schema.full_name}: "
                 f"bad or missing fields {', '.join(_bad_fields(schema, record)) or '(unknown)'}"
@@ -397,7 +411,7 @@ class AvroCodec:
             if len(view) < _CONFLUENT_HEADER.size:
                 raise UndecodableValue("Confluent value shorter than its header")
             _, schema_id = _CONFLUENT_HEADER.unpack_from(view)
-            return self._read(self._registry_schema(schema_id), view[_CONFLUENT_HEADER.size:])
+            return self._read(self._registry_schema(schema_id), view[_CONFLUENT_HEADER.size :])
         raise UndecodableValue("value is neither Avro single-object nor Confluent framed")
 
     def _registry_schema(self, schema_id: int) -> AvroSchema:
@@ -410,8 +424,8 @@ class AvroCodec:
             )
         try:
             registered = self._registry.get_schema(schema_id)
-            schema = schema_from_json(registered.schema_str)
-        except Exception as exc:
+            schema = schema_from_json(registered.schema_str or "")  # no text: "" fails as JSON
+        except Exception as exc:  # noqa: BLE001 - registry boundary (HTTP, transport, TLS) and schemas that do not parse
             raise UndecodableValue(f"cannot fetch schema id {schema_id}: {type(exc).__name__}") from None
         self._by_id[schema_id] = schema
         return schema
@@ -422,10 +436,12 @@ class AvroCodec:
         stream = BytesIO(body)
         try:
             record = fastavro.schemaless_reader(stream, writer.parsed, reader_parsed)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - corrupt bytes fail fastavro in many ways
             raise UndecodableValue(f"corrupt {writer.full_name} body: {type(exc).__name__}") from None
         if stream.tell() != len(body):
-            raise UndecodableValue(f"{len(body) - stream.tell()} trailing bytes after {writer.full_name} body")
+            raise UndecodableValue(
+                f"{len(body) - stream.tell()} trailing bytes after {writer.full_name} body"
+            )
         if not isinstance(record, dict):
             raise UndecodableValue(f"{writer.full_name} is not a record schema")
         return record
@@ -460,7 +476,18 @@ def _has_compatibility_api(registry: Any) -> bool:
 
 # Keys that decide how a value is written; doc, aliases, defaults, order and other
 # properties do not.
-_SHAPE_KEYS = ("type", "name", "symbols", "size", "items", "values", "fields", "logicalType", "precision", "scale")
+_SHAPE_KEYS = (
+    "type",
+    "name",
+    "symbols",
+    "size",
+    "items",
+    "values",
+    "fields",
+    "logicalType",
+    "precision",
+    "scale",
+)
 
 
 def _shape(schema: Any) -> Any:
@@ -483,21 +510,28 @@ def _shape(schema: Any) -> Any:
     return out["type"] if set(out) == {"type"} else out
 
 
+def _expanded_record(parsed: Any) -> dict[str, Any] | None:
+    """A parsed record schema with its named types expanded; ``None`` for any other schema."""
+    expanded = expand_schema(parsed)
+    return expanded if isinstance(expanded, dict) else None
+
+
 def _write_problems(ours: AvroSchema, registered_text: str | None) -> list[str]:
     """Why the registered schema cannot write records built to ``ours`` without loss (empty:
     it can). Names fields, never data: a field of ours missing or typed differently there, or
     a field there that we do not set and that has no default."""
     try:
         theirs = schema_from_json(registered_text or "")
-        expanded_theirs = expand_schema(theirs.parsed)
-    except Exception as exc:  # not Avro, or references to other subjects
+        their_record = _expanded_record(theirs.parsed)
+    except Exception as exc:  # noqa: BLE001 - not Avro, or references to other subjects
         return [f"unreadable schema ({type(exc).__name__})"]
-    if not isinstance(theirs.parsed, dict) or theirs.full_name != ours.full_name:
+    our_record = _expanded_record(ours.parsed)
+    if their_record is None or our_record is None or theirs.full_name != ours.full_name:
         return [f"record {theirs.full_name}, not {ours.full_name}"]
-    our_types = {f["name"]: _shape(f["type"]) for f in expand_schema(ours.parsed)["fields"]}
+    our_types = {f["name"]: _shape(f["type"]) for f in our_record["fields"]}
     problems: list[str] = []
     their_names = set()
-    for field in expanded_theirs["fields"]:
+    for field in their_record["fields"]:
         name = field["name"]
         their_names.add(name)
         if name not in our_types:
@@ -524,7 +558,7 @@ def _bad_fields(schema: AvroSchema, record: Mapping[str, Any]) -> list[str]:
             continue
         try:
             ok = _validate(record[name], field["type"], field=name, raise_errors=False)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a validator failing counts as a bad field
             ok = False
         if not ok:
             bad.append(name)

@@ -110,7 +110,7 @@ def decode_headers(headers: Iterable[tuple[str, bytes | str | None]] | None) -> 
         headers = list(headers)
     for name, value in headers:
         if value.__class__ is bytes:  # what Kafka delivers: the one case per record that matters
-            text = value.decode("utf-8", "replace")  # type: ignore[union-attr]
+            text = value.decode("utf-8", "replace")
         elif value is None:
             text = ""
         elif isinstance(value, str):
@@ -118,7 +118,7 @@ def decode_headers(headers: Iterable[tuple[str, bytes | str | None]] | None) -> 
         else:
             text = bytes(value).decode("utf-8", errors="replace")
         out[name if name.__class__ is str else str(name)] = text
-    if len(out) != len(headers):  # type: ignore[arg-type]  # a list by now
+    if len(out) != len(headers):  # a list by now
         return DecodedHeaders(out, _repeated(headers))
     return out
 

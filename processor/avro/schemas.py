@@ -48,11 +48,11 @@ SCHEMAS_DIR_ENV = "HL7_SCHEMAS_DIR"
 class AvroSchema:
     """One parsed schema with everything the codec needs, computed once."""
 
-    text: str                 # the JSON text as written (registered with a schema registry)
-    parsed: Any               # fastavro's parsed form, reused for every record
-    full_name: str            # e.g. com.pkb.hl7gateway.AcceptedMessage
-    canonical_form: str       # Parsing Canonical Form
-    fingerprint: bytes        # CRC-64-AVRO of the canonical form, 8 bytes little-endian
+    text: str  # the JSON text as written (registered with a schema registry)
+    parsed: Any  # fastavro's parsed form, reused for every record
+    full_name: str  # e.g. com.pkb.hl7gateway.AcceptedMessage
+    canonical_form: str  # Parsing Canonical Form
+    fingerprint: bytes  # CRC-64-AVRO of the canonical form, 8 bytes little-endian
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -102,8 +102,10 @@ def load_schema(name: str, directory: Traversable | None = None) -> AvroSchema:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read Avro schema {path} (set {SCHEMAS_DIR_ENV}?): {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read Avro schema {path} (set {SCHEMAS_DIR_ENV}?): {exc.strerror}"
+        ) from None
     try:
         return schema_from_json(text)
-    except Exception as exc:  # fastavro raises several types for bad schemas
+    except Exception as exc:  # noqa: BLE001 - fastavro's schema errors have no common base; any one is a ConfigError
         raise ConfigError(f"invalid Avro schema {path}: {exc}") from None

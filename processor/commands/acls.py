@@ -33,6 +33,7 @@ from processor.kafka.acls import (
     format_table,
     kafka_acls_commands,
     notes,
+    operation_of,
     resource_label,
     role_bindings,
 )
@@ -41,8 +42,15 @@ from processor.kafka.client_config import admin_config
 __all__ = ["main", "apply_acls"]
 
 _TIMEOUT_S = 30.0
-_EVERYTHING = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
-                               AclOperation.ANY, AclPermissionType.ANY)
+_EVERYTHING = AclBindingFilter(
+    ResourceType.ANY,
+    None,  # type: ignore[arg-type]  # name: None matches any (documented), annotated str
+    ResourcePatternType.ANY,
+    None,  # type: ignore[arg-type]  # principal: likewise
+    None,  # type: ignore[arg-type]  # host: likewise
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
 
 _Key = tuple[object, ...]
 
@@ -60,7 +68,9 @@ def _existing(admin: AdminClient, timeout: float) -> set[_Key] | None:
     return {_key(b) for b in found}
 
 
-def apply_acls(settings: Settings, rows: Sequence[RoleAcl], *, timeout: float = _TIMEOUT_S) -> list[tuple[str, RoleAcl]]:
+def apply_acls(
+    settings: Settings, rows: Sequence[RoleAcl], *, timeout: float = _TIMEOUT_S
+) -> list[tuple[str, RoleAcl]]:
     """Create the bindings on the cluster; returns ``(state, row)`` per binding, state
     ``created``, ``exists`` or ``applied`` (present now; we may not list ACLs to tell
     which). Raises ``KafkaException`` / ``TimeoutError`` when Kafka refuses or is silent,
@@ -81,12 +91,12 @@ def apply_acls(settings: Settings, rows: Sequence[RoleAcl], *, timeout: float = 
 
 
 def _report(results: Sequence[tuple[str, RoleAcl]]) -> str:
-    cells = [(state, row.role, row.binding.principal, resource_label(row.binding), row.binding.operation.name)
-             for state, row in results]
+    cells = [
+        (state, row.role, row.binding.principal, resource_label(row.binding), operation_of(row.binding).name)
+        for state, row in results
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
-    return "\n".join(
-        "  ".join(f"{c[i]:<{widths[i]}}" for i in range(4)) + "  " + c[4] for c in cells
-    )
+    return "\n".join("  ".join(f"{c[i]:<{widths[i]}}" for i in range(4)) + "  " + c[4] for c in cells)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -100,10 +110,14 @@ def _error_text(exc: BaseException) -> str:
 
 def main(args: argparse.Namespace) -> int:
     settings = load_settings()
-    principals = Principals.of({
-        "edge": args.edge_principal, "processor": args.processor_principal,
-        "replay": args.replay_principal, "admin": args.admin_principal,
-    })
+    principals = Principals.of(
+        {
+            "edge": args.edge_principal,
+            "processor": args.processor_principal,
+            "replay": args.replay_principal,
+            "admin": args.admin_principal,
+        }
+    )
     prefix = args.transactional_id_prefix
     rows = role_bindings(settings, principals, transactional_id_prefix=prefix)
     if not args.apply:
@@ -117,8 +131,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = apply_acls(settings, rows)
     except (KafkaException, TimeoutError) as exc:
-        print(f"hl7-processor: acls: cannot create the ACLs on Kafka at {settings.kafka_bootstrap_servers}: "
-              f"{_error_text(exc)}", file=sys.stderr)
+        print(
+            f"hl7-processor: acls: cannot create the ACLs on Kafka at {settings.kafka_bootstrap_servers}: "
+            f"{_error_text(exc)}",
+            file=sys.stderr,
+        )
         return 1
     print(_report(results))
     created = sum(1 for state, _ in results if state == "created")

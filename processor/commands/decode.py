@@ -2,8 +2,9 @@
 
 Reads with a ``read_committed`` consumer (only records of committed transactions,
 as downstream services see them), assigned to every partition from the beginning
-(unless the options below say otherwise) under a throwaway group id that never commits. Each record becomes one JSON object
-on stdout, in the schema's field order, plus Kafka metadata:
+(unless the options below say otherwise) under a throwaway group id that never
+commits. Each record becomes one JSON object on stdout, in the schema's field order,
+plus Kafka metadata:
 
 - ``_partition``, ``_offset``: where the record is;
 - ``_key``: the Kafka key as UTF-8 text (invalid bytes as U+FFFD), or null.
@@ -49,7 +50,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from processor.avro.codec import AvroCodec, UndecodableValue
@@ -73,7 +74,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, datetime):
-        utc = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, Mapping):
         return {str(k): json_value(v) for k, v in value.items()}
@@ -95,12 +96,12 @@ def parse_time(text: str) -> datetime:
     """``--since``: ISO-8601 (UTC when it carries no offset) or epoch seconds."""
     value = text.strip()
     if _EPOCH.fullmatch(value):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     try:
         when = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"--since {text!r} is neither an ISO-8601 time nor epoch seconds") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,9 @@ def _stop_on_signals(enabled: bool) -> Iterator[list[bool]]:
 
 
 def _progress_wanted(options: _Options, stdout: IO[str]) -> bool:
-    def tty(stream: object) -> bool:
+    def tty(stream: IO[str]) -> bool:
         try:
-            return bool(stream.isatty())  # type: ignore[attr-defined]
+            return bool(stream.isatty())
         except (AttributeError, ValueError, OSError):
             return False
 
@@ -186,6 +187,7 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from processor.kafka.client_config import consumer_config
+    from processor.kafka.topic_reader import position
 
     stdout = out if out is not None else sys.stdout
     topic: str = args.topic
@@ -228,8 +230,10 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         partitions = sorted(topic_meta.partitions)
         if options.partition is not None:
             if options.partition not in topic_meta.partitions:
-                print(f"decode: topic {topic} has no partition {options.partition} "
-                      f"(it has {len(partitions)})", file=sys.stderr)
+                print(
+                    f"decode: topic {topic} has no partition {options.partition} (it has {len(partitions)})",
+                    file=sys.stderr,
+                )
                 return 2
             partitions = [options.partition]
         start = _start_offsets(consumer, topic, partitions, options)
@@ -241,10 +245,18 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
             total = min(total, limit)
         # assign() rather than subscribe(): no group join, no rebalance wait, no commits.
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
-        with _stop_on_signals(options.follow) as stop, tqdm(
-            total=total, desc=f"decoding {topic}", unit="rec", file=sys.stderr, leave=False,
-            disable=not progress, delay=_PROGRESS_DELAY_SECONDS,
-        ) as bar:
+        with (
+            _stop_on_signals(options.follow) as stop,
+            tqdm(
+                total=total,
+                desc=f"decoding {topic}",
+                unit="rec",
+                file=sys.stderr,
+                leave=False,
+                disable=not progress,
+                delay=_PROGRESS_DELAY_SECONDS,
+            ) as bar,
+        ):
             last_record = time.monotonic()
             while (limit is None or printed + failed < limit) and not stop[0]:
                 if options.follow:
@@ -267,11 +279,12 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
                     continue
                 last_record = time.monotonic()
                 bar.update(1)
+                partition, offset = position(msg)
                 try:
                     record = codec.decode(msg.value() or b"")
                 except UndecodableValue as exc:
                     failed += 1
-                    print(f"decode: partition {msg.partition()} offset {msg.offset()}: {exc}", file=sys.stderr)
+                    print(f"decode: partition {partition} offset {offset}: {exc}", file=sys.stderr)
                     continue
                 if options.reasons and "reason" not in record:
                     not_dead_letters += 1
@@ -280,20 +293,25 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
                     continue
                 if not options.payload:
                     record = {k: v for k, v in record.items() if k != "payload"}
-                stdout.write(json_line(record, partition=msg.partition(), offset=msg.offset(), key=msg.key()))
+                stdout.write(json_line(record, partition=partition, offset=offset, key=msg.key()))
                 stdout.write("\n")
                 stdout.flush()
                 printed += 1
     finally:
         consumer.close()
     if not_dead_letters:
-        print(f"decode: {not_dead_letters} record(s) are not dead letters (no reason field); --reason "
-              "left them out", file=sys.stderr)
+        print(
+            f"decode: {not_dead_letters} record(s) are not dead letters (no reason field); --reason "
+            "left them out",
+            file=sys.stderr,
+        )
     log.info("decode: %d records printed, %d filtered out, %d undecodable", printed, skipped, failed)
     return 1 if failed else 0
 
 
-def _start_offsets(consumer: Any, topic: str, partitions: list[int], options: _Options) -> dict[int, int] | None:
+def _start_offsets(
+    consumer: Any, topic: str, partitions: list[int], options: _Options
+) -> dict[int, int] | None:
     """Where each partition starts (``None`` after an error on stderr: exit 2)."""
     from confluent_kafka import KafkaException, TopicPartition
 
@@ -301,31 +319,41 @@ def _start_offsets(consumer: Any, topic: str, partitions: list[int], options: _O
         (partition,) = partitions
         try:
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS)
+                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS
+            )
         except KafkaException as exc:
             print(f"decode: cannot look up partition {partition}: {exc.args[0].str()}", file=sys.stderr)
             return None
         if options.offset > high:
-            print(f"decode: offset {options.offset} is beyond the end of partition {partition} ({high})",
-                  file=sys.stderr)
+            print(
+                f"decode: offset {options.offset} is beyond the end of partition {partition} ({high})",
+                file=sys.stderr,
+            )
             return None
         if options.offset < low:
-            print(f"decode: offset {options.offset} of partition {partition} is gone (retention); "
-                  f"starting at {low}", file=sys.stderr)
+            print(
+                f"decode: offset {options.offset} of partition {partition} is gone (retention); "
+                f"starting at {low}",
+                file=sys.stderr,
+            )
             return {partition: low}
         return {partition: options.offset}
     if options.since is not None:
         ms = int(options.since.timestamp() * 1000)
         try:
             found = consumer.offsets_for_times(
-                [TopicPartition(topic, p, ms) for p in partitions], timeout=_METADATA_TIMEOUT_SECONDS)
+                [TopicPartition(topic, p, ms) for p in partitions], timeout=_METADATA_TIMEOUT_SECONDS
+            )
         except KafkaException as exc:
             print(f"decode: cannot look up offsets for --since: {exc.args[0].str()}", file=sys.stderr)
             return None
         problems = [tp for tp in found if tp.error is not None]
         if problems:
-            print(f"decode: cannot look up offsets for --since in partition {problems[0].partition}: "
-                  f"{problems[0].error.str()}", file=sys.stderr)
+            print(
+                f"decode: cannot look up offsets for --since in partition {problems[0].partition}: "
+                f"{problems[0].error.str()}",
+                file=sys.stderr,
+            )
             return None
         # offset -1: no record that new in the partition; start at its end (-1 = OFFSET_END).
         return {tp.partition: tp.offset if tp.offset >= 0 else _OFFSET_END for tp in found}
@@ -340,8 +368,11 @@ def _remaining(consumer: Any, topic: str, start: Mapping[int, int]) -> int | Non
     try:
         for partition, offset in start.items():
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS)
-            begin = low if offset == _OFFSET_BEGINNING else high if offset == _OFFSET_END else max(offset, low)
+                TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS
+            )
+            begin = (
+                low if offset == _OFFSET_BEGINNING else high if offset == _OFFSET_END else max(offset, low)
+            )
             total += max(high - begin, 0)
     except KafkaException:
         return None

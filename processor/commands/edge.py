@@ -38,8 +38,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"hl7-processor edge: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. port already in use
-        print(f"hl7-processor edge: cannot listen on {settings.edge_host}:{settings.edge_port}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"hl7-processor edge: cannot listen on {settings.edge_host}:{settings.edge_port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         watcher.stop()

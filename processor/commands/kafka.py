@@ -15,7 +15,13 @@ import sys
 import threading
 
 from processor.errors import ConfigError
-from processor.kafka.local_broker import KAFKA_VERSION, SASL_MECHANISM, SUPER_USER, LocalKafka, recorded_sasl_users
+from processor.kafka.local_broker import (
+    KAFKA_VERSION,
+    SASL_MECHANISM,
+    SUPER_USER,
+    LocalKafka,
+    recorded_sasl_users,
+)
 from processor.shutdown import on_shutdown_signal
 
 
@@ -35,8 +41,11 @@ def _sasl_users(data_dir: str | None) -> dict[str, str]:
 
 def _print_sasl(broker: LocalKafka) -> None:
     users = broker.sasl_users
-    print(f"SASL_PLAINTEXT, {SASL_MECHANISM}; ACLs enforced (StandardAuthorizer, "
-          f"super user {SUPER_USER}, nothing allowed without an ACL)", flush=True)
+    print(
+        f"SASL_PLAINTEXT, {SASL_MECHANISM}; ACLs enforced (StandardAuthorizer, "
+        f"super user {SUPER_USER}, nothing allowed without an ACL)",
+        flush=True,
+    )
     print("users (development only; passwords live in the data directory):", flush=True)
     width = max(len(name) for name in users)
     for name, password in sorted(users.items(), key=lambda item: (item[0] != SUPER_USER, item[0])):
@@ -53,8 +62,9 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     on_shutdown_signal(stop.set)
     try:
-        broker = LocalKafka(data_dir=args.data_dir, port=args.port,
-                            sasl_users=_sasl_users(args.data_dir) if sasl else None)
+        broker = LocalKafka(
+            data_dir=args.data_dir, port=args.port, sasl_users=_sasl_users(args.data_dir) if sasl else None
+        )
     except ConfigError as exc:
         print(f"hl7-processor kafka: {exc}", file=sys.stderr, flush=True)
         return 1

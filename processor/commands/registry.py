@@ -9,7 +9,8 @@ import sys
 from argon2 import extract_parameters
 
 from processor.errors import RegistryInvalid
-from processor.registry.credentials import PRODUCTION_PARAMETERS, hash_password as _hash
+from processor.registry.credentials import PRODUCTION_PARAMETERS
+from processor.registry.credentials import hash_password as _hash
 from processor.registry.loader import RegistryValidationError, load_registry
 from processor.registry.model import Registry
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tqdm import tqdm
 
 from processor.config import load_settings
-from processor.errors import RegistryInvalid
-from processor.registry.loader import load_registry
 from processor.deadletter_replay import DeadLetterReplayer, ReplayCriteria
+from processor.errors import RegistryInvalid
 from processor.reasons import REASON_CODES
+from processor.registry.loader import load_registry
 
 
 def _when(text: str | None) -> datetime | None:
     if not text:
         return None
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _criteria(args: argparse.Namespace) -> ReplayCriteria:
@@ -29,8 +29,10 @@ def _criteria(args: argparse.Namespace) -> ReplayCriteria:
     if unknown:
         raise ValueError(f"unknown reason code(s): {', '.join(unknown)}")
     return ReplayCriteria(
-        reasons=reasons, principals=frozenset(args.principal or ()),
-        since=_when(args.since), until=_when(args.until),
+        reasons=reasons,
+        principals=frozenset(args.principal or ()),
+        since=_when(args.since),
+        until=_when(args.until),
     )
 
 
@@ -45,9 +47,11 @@ def main(args: argparse.Namespace) -> int:
     if not args.force:
         registry_file = args.registry or settings.registry_file
         if not registry_file:
-            print("deadletter replay: give the current registry (--registry or HL7_REGISTRY_FILE) so "
-                  "only dead letters it now accepts are replayed, or --force to skip that check",
-                  file=sys.stderr)
+            print(
+                "deadletter replay: give the current registry (--registry or HL7_REGISTRY_FILE) so "
+                "only dead letters it now accepts are replayed, or --force to skip that check",
+                file=sys.stderr,
+            )
             return 2
         try:
             registry = load_registry(registry_file)
@@ -68,16 +72,20 @@ def main(args: argparse.Namespace) -> int:
         for reason, count in sorted(scan.still_rejected.items()):
             print(f"  now {reason}: {count}")
     if scan.without_payload:
-        print(f"{scan.without_payload} without payload (too large for Kafka; original in "
-              f"{settings.topic_raw} at source_offset) left alone")
+        print(
+            f"{scan.without_payload} without payload (too large for Kafka; original in "
+            f"{settings.topic_raw} at source_offset) left alone"
+        )
     if not args.execute or not candidates:
         if not args.execute:
             print("dry run: nothing published (add --execute to replay)")
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
-            print("deadletter replay: refusing to publish without --yes when stdin is not a terminal",
-                  file=sys.stderr)
+            print(
+                "deadletter replay: refusing to publish without --yes when stdin is not a terminal",
+                file=sys.stderr,
+            )
             return 2
         answer = input(f"re-publish {len(candidates)} record(s) to {settings.topic_raw}? [y/N] ")
         if answer.strip().lower() not in {"y", "yes"}:

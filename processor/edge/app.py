@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 from anyio import CapacityLimiter
@@ -49,6 +49,7 @@ from processor.edge.intake import (
     parse_media_type,
     reply_ack,
 )
+from processor.edge.limits import RETRY_AFTER_BUSY
 from processor.edge.publisher import KafkaPublisher
 from processor.errors import KafkaUnavailable, NoMshSegment, SoapError
 from processor.health import Readiness, render_status
@@ -60,7 +61,6 @@ from processor.hl7.soap import (
     message_bytes,
     parse_accept_message,
 )
-from processor.edge.limits import RETRY_AFTER_BUSY
 from processor.metrics import EDGE_AUTH_FAILURES, EDGE_LIMIT_REFUSALS, EDGE_REQUEST_DURATION, EDGE_REQUESTS
 from processor.registry.credentials import Authenticator, AuthenticatorBusy
 from processor.registry.model import Principal, Registry
@@ -93,7 +93,7 @@ class _Reply:
 def _registry_or_none(source: RegistrySource) -> Registry | None:
     try:
         return source()
-    except Exception:  # a watcher that has nothing yet may raise instead of returning None
+    except Exception:  # noqa: BLE001 - a watcher that has nothing yet may raise instead of returning None
         return None
 
 
@@ -117,7 +117,9 @@ class _Edge:
             known_address_seconds=settings.login_known_address_seconds,
         )
         self.trusted = settings.trusted_proxy_list
-        self.admission = Admission(settings.edge_max_requests_in_progress, settings.edge_max_buffered_body_bytes)
+        self.admission = Admission(
+            settings.edge_max_requests_in_progress, settings.edge_max_buffered_body_bytes
+        )
         self.soap_pool = CapacityLimiter(max(1, settings.soap_workers))
         # SPEC 4: readiness is "registry loaded and process healthy", never Kafka. During a
         # broker outage the edge must stay in the load balancer and answer 503 + AE itself.
@@ -165,8 +167,11 @@ class _Edge:
         held = [0]
         try:
             body = await read_body(
-                request.stream(), request.headers.get("content-length"), self.settings.max_body_bytes,
-                self.admission, held,
+                request.stream(),
+                request.headers.get("content-length"),
+                self.settings.max_body_bytes,
+                self.admission,
+                held,
             )
         finally:
             self.admission.release(held[0])
@@ -213,9 +218,11 @@ class _Edge:
         except ClientDisconnect:  # gone mid-body (or closed by a connection limit): nobody to answer
             log.info("ingest_id=%s client disconnected before its body was read: not stored", ingest_id)
             reply = self._error(transport, 400, "Client disconnected")
-        except Exception as exc:  # never a traceback to the client, never content in the log
+        except Exception as exc:  # noqa: BLE001 - request boundary: never a traceback to the client, never content in the log
             log.error("edge request failed: %s ingest_id=%s", type(exc).__name__, ingest_id)
-            reply = self._error(transport, 500, "Internal error: the message was not acknowledged, retry later")
+            reply = self._error(
+                transport, 500, "Internal error: the message was not acknowledged, retry later"
+            )
         finally:
             self.admission.release(held[0])
             self.admission.leave()
@@ -237,7 +244,9 @@ class _Edge:
     async def _authenticate(self, request: Request, transport: str) -> Principal | _Reply:
         registry = _registry_or_none(self.registry_source)
         if registry is None:
-            return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
+            return self._error(
+                transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE}
+            )
         authorization = request.headers.get("authorization")
         creds = parse_basic(authorization)
         peer = request.client.host if request.client else ""
@@ -252,7 +261,9 @@ class _Edge:
                 return self._rate_limited(transport, wait)
             # No Authorization at all is how JAX-WS and .NET clients start (they send
             # credentials after the 401 challenge): not a failed login.
-            return self._unauthorised(transport, "missing_credentials" if authorization is None else "bad_credentials")
+            return self._unauthorised(
+                transport, "missing_credentials" if authorization is None else "bad_credentials"
+            )
         # Counted as it starts, so concurrent guesses cannot outrun the limit.
         # A partner's burst of first connections with the same credentials joins one
         # attempt (and one argon2 run) instead of counting each connection.
@@ -278,7 +289,12 @@ class _Edge:
         return principal
 
     async def _intake(
-        self, request: Request, transport: str, ingest_id: str, received_at_us: int, state: dict[str, bool],
+        self,
+        request: Request,
+        transport: str,
+        ingest_id: str,
+        received_at_us: int,
+        state: dict[str, bool],
         held: list[int],
     ) -> _Reply:
         principal = await self._authenticate(request, transport)
@@ -290,8 +306,11 @@ class _Edge:
             return self._error(transport, 415, "Unsupported content type")
         try:
             body = await read_body(
-                request.stream(), request.headers.get("content-length"), self.settings.max_body_bytes,
-                self.admission, held,
+                request.stream(),
+                request.headers.get("content-length"),
+                self.settings.max_body_bytes,
+                self.admission,
+                held,
             )
         except BodyTooLarge:
             return self._error(transport, 413, "Request body too large")
@@ -321,7 +340,9 @@ class _Edge:
 
         registry = _registry_or_none(self.registry_source)
         if registry is None:
-            return self._error(transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE})
+            return self._error(
+                transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE}
+            )
         try:
             intake = assess(
                 payload,
@@ -338,7 +359,7 @@ class _Edge:
             return self._error(transport, 400, "No MSH segment found")
 
         stored = await self._store(intake)
-        ack, code = reply_ack(intake, stored=stored, now=datetime.now(timezone.utc))
+        ack, code = reply_ack(intake, stored=stored, now=datetime.now(UTC))
         log.info(
             "ingest_id=%s principal=%s transport=%s stored=%s ack=%s reason=%s",
             ingest_id,
@@ -351,7 +372,9 @@ class _Edge:
         status = 200 if stored else 503
         headers = {} if stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
         if transport == "soap":
-            return _Reply(status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers)
+            return _Reply(
+                status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers
+            )
         # The request's media type, with the charset the ACK bytes are really in (MSH-18).
         headers["Content-Type"] = ack_content_type(media, intake.header)
         return _Reply(status, ack, None, code, headers)

@@ -54,15 +54,24 @@ class ConnectionLimits:
 
 
 def _plain_response(status: bytes, body: bytes, *extra: bytes) -> bytes:
-    return b"".join((
-        b"HTTP/1.1 ", status, b"\r\ncontent-type: text/plain; charset=utf-8\r\n",
-        b"content-length: ", str(len(body)).encode(), b"\r\n", *extra,
-        b"connection: close\r\n\r\n", body,
-    ))
+    return b"".join(
+        (
+            b"HTTP/1.1 ",
+            status,
+            b"\r\ncontent-type: text/plain; charset=utf-8\r\n",
+            b"content-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+            *extra,
+            b"connection: close\r\n\r\n",
+            body,
+        )
+    )
 
 
 _TOO_MANY_CONNECTIONS = _plain_response(
-    b"503 Service Unavailable", b"Too many connections, retry later\n",
+    b"503 Service Unavailable",
+    b"Too many connections, retry later\n",
     b"retry-after: " + RETRY_AFTER_BUSY.encode() + b"\r\n",
 )
 _HEADERS_TOO_LARGE = _plain_response(
@@ -89,7 +98,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_tick = 0.0
 
     # -- connection --------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own
         super().connection_made(transport)
         EDGE_OPEN_CONNECTIONS.inc()
         if len(self.connections) > self.limits.max_connections:
@@ -169,7 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head_part = end + len(_END_OF_HEAD) - len(self._head_tail)
         else:
             head_part = len(data)
-            self._head_tail = joined[-(len(_END_OF_HEAD) - 1):]
+            self._head_tail = joined[-(len(_END_OF_HEAD) - 1) :]
         self._head_bytes += head_part
         return self._head_bytes > self.limits.max_header_bytes
 

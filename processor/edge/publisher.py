@@ -183,7 +183,7 @@ class KafkaPublisher:
                 break
             try:
                 producer.poll(0.05)
-            except Exception as exc:  # a callback raising must not kill delivery reports
+            except Exception as exc:  # noqa: BLE001 - thread boundary: a callback raising must not kill delivery reports
                 log.error("producer poll failed: %s", type(exc).__name__)
             self._dispatch()
         self._dispatch()
@@ -232,7 +232,7 @@ class KafkaPublisher:
             try:  # fail what the dead producer still holds, so no request waits for nothing
                 old.purge()
                 old.flush(0)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the old producer is being discarded anyway
                 log.warning("purging the old producer failed: %s", type(exc).__name__)
         log.warning("producer replaced after a fatal error")
 

@@ -21,6 +21,7 @@ import logging
 import signal
 import socket
 import threading
+from typing import Any
 
 import uvicorn
 
@@ -50,8 +51,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(settings: Settings, registry_source: RegistrySource, *, bench: bool = False,
-                   access_log: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, registry_source: RegistrySource, *, bench: bool = False, access_log: bool = False
+) -> uvicorn.Config:
     """uvicorn settings for the edge: uvloop + httptools, our logging, HTTPS when configured."""
     if bool(settings.edge_tls_certfile) != bool(settings.edge_tls_keyfile):
         raise ConfigError("HL7_EDGE_TLS_CERTFILE and HL7_EDGE_TLS_KEYFILE must be set together")
@@ -122,6 +124,7 @@ def run_edge(settings: Settings, registry_source: RegistrySource, *, bench: bool
     sock = bind_socket(settings.edge_host, settings.edge_port)
     host, port = sock.getsockname()[:2]
     log.info("edge receiver listening on %s:%d", host, port)
+
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully;
     # with these handlers underneath, that ends here and the command exits 0. A signal
     # arriving before uvicorn installs its own handlers still asks it to exit.
@@ -141,8 +144,14 @@ def run_edge(settings: Settings, registry_source: RegistrySource, *, bench: bool
 class EdgeServer:
     """The edge on a background thread: ``start()`` returns once it accepts connections."""
 
-    def __init__(self, settings: Settings, registry_source: RegistrySource, *, bench: bool = False,
-                 access_log: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry_source: RegistrySource,
+        *,
+        bench: bool = False,
+        access_log: bool = False,
+    ) -> None:
         self._config = uvicorn_config(settings, registry_source, bench=bench, access_log=access_log)
         self._server = uvicorn.Server(self._config)
         self._sock = bind_socket(settings.edge_host, settings.edge_port)
@@ -161,7 +170,8 @@ class EdgeServer:
         return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
     @property
-    def app(self):  # type: ignore[no-untyped-def]
+    def app(self) -> Any:
+        """The ASGI application served (``create_app``'s)."""
         return self._config.app
 
     def start(self, timeout: float = 30.0) -> str:
@@ -182,7 +192,7 @@ class EdgeServer:
     def _run(self) -> None:
         try:
             self._server.run(sockets=[self._sock])
-        except BaseException as exc:  # reported by start()/stop()
+        except BaseException as exc:  # noqa: BLE001 - thread boundary (uvicorn exits by SystemExit); start()/stop() report it
             self._error = exc
             log.error("edge server stopped by %s", type(exc).__name__)
 

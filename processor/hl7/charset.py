@@ -75,7 +75,7 @@ def charset_from_http(charset: str) -> str | None:
 def iana_name(codec: str) -> str:
     """The IANA charset name for one of our codecs, for an HTTP ``charset`` parameter."""
     if codec.startswith("iso8859-"):
-        return "ISO-8859-" + codec[len("iso8859-"):]
+        return "ISO-8859-" + codec[len("iso8859-") :]
     return {"ascii": "US-ASCII", "utf-8": "UTF-8", "euc_kr": "EUC-KR"}.get(codec, codec.upper())
 
 

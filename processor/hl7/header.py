@@ -114,12 +114,12 @@ class MshHeader(NamedTuple):
     # Dataclass semantics rather than tuple semantics (see the class docstring).
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
-            return tuple.__eq__(self, other)  # type: ignore[arg-type]
+            return tuple.__eq__(self, other)
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
-            return tuple.__ne__(self, other)  # type: ignore[arg-type]
+            return tuple.__ne__(self, other)
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -150,8 +150,8 @@ class MshHeader(NamedTuple):
 _MshHeaderFields = make_dataclass(
     "MshHeader", list(get_type_hints(MshHeader).items()), frozen=True, slots=True
 )
-MshHeader.__dataclass_fields__ = _MshHeaderFields.__dataclass_fields__  # type: ignore[attr-defined]
-MshHeader.__dataclass_params__ = _MshHeaderFields.__dataclass_params__  # type: ignore[attr-defined]
+MshHeader.__dataclass_fields__ = _MshHeaderFields.__dataclass_fields__  # type: ignore[attr-defined]  # grafted onto a NamedTuple on purpose
+MshHeader.__dataclass_params__ = _MshHeaderFields.__dataclass_params__  # type: ignore[attr-defined]  # likewise
 
 
 def _locate_msh(data: bytes) -> int:
@@ -165,7 +165,8 @@ def _locate_msh(data: bytes) -> int:
         if kept or len(head) < 64:
             pos += len(head) - kept
         else:  # megabytes of framing: skipped in place, not copied (a regex "*" always matches)
-            pos = _SKIP_LEADING.match(data, pos).end()  # type: ignore[union-attr]
+            skipped = _SKIP_LEADING.match(data, pos)
+            pos = skipped.end() if skipped else pos
     if data.startswith(b"MSH", pos):
         return pos
     # Not first: distinguish "no MSH at all" (HTTP 400) from "MSH elsewhere".
@@ -201,7 +202,7 @@ def _decode_non_ascii(segment: bytes, fs_byte: bytes, default_charset: str | Non
     charset = raw_cs.decode("ascii")
     delims = segment[3:8]
     if delims.isascii() and len(delims) == 5 and delims[3:4] in raw_cs:
-        fs, cs, rs, esc, ss = delims.decode("ascii")
+        fs, cs, rs, esc, ss = tuple(delims.decode("ascii"))
         charset = unescape_with(charset, esc, fs, cs, rs, ss)
     codec = codec_for(charset or default_charset)
     if codec is None:
@@ -340,36 +341,38 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
             raise MalformedHl7("MSH-12 version id is empty", err_code="101")
         if charset and codec_for(charset) is None:
             raise MalformedHl7("MSH-18 names an unsupported character set", err_code="103")
-        return _tuple_new(MshHeader, (
-            fs,
-            cs,
-            rs,
-            esc,
-            ss,
-            sending_app or None,
-            msh3,
-            msh4,
-            namespace_id,
-            fields[4],
-            fields[5],
-            fields[6],
-            message_type,
-            trigger or None,
-            structure or None,
-            control_id,
-            fields[10],
-            version_id,
-            version_raw,
-            accept_ack or None,
-            app_ack or None,
-            charset or None,
-            terminator,
-        ))
+        return _tuple_new(
+            MshHeader,
+            (
+                fs,
+                cs,
+                rs,
+                esc,
+                ss,
+                sending_app or None,
+                msh3,
+                msh4,
+                namespace_id,
+                fields[4],
+                fields[5],
+                fields[6],
+                message_type,
+                trigger or None,
+                structure or None,
+                control_id,
+                fields[10],
+                version_id,
+                version_raw,
+                accept_ack or None,
+                app_ack or None,
+                charset or None,
+                terminator,
+            ),
+        )
     except MalformedHl7:
         raise
-    except Exception:  # pragma: no cover - defence in depth: contract is "never anything else"
+    except Exception:  # noqa: BLE001 - defence in depth: contract is "never anything else"  # pragma: no cover
         raise MalformedHl7("MSH segment could not be read", err_code="207") from None
-
 
 
 def salvage_header(data: bytes, default_charset: str | None = None) -> MshHeader | None:
@@ -450,32 +453,35 @@ def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | Non
     structure = unescaped(msh9[2])
     accept_ack = unescaped(fields[14])
     app_ack = unescaped(fields[15])
-    return _tuple_new(MshHeader, (
-        fs,
-        cs,
-        rs,
-        esc,
-        ss,
-        sending_app or None,
-        msh3,
-        msh4,
-        unescaped(msh4.split(cs, 1)[0]),
-        fields[4],
-        fields[5],
-        fields[6],
-        unescaped(msh9[0]),
-        trigger or None,
-        structure or None,
-        unescaped(fields[9]),
-        fields[10],
-        unescaped(fields[11].split(cs, 1)[0]),
-        fields[11],
-        accept_ack or None,
-        app_ack or None,
-        charset or None,
-        terminator,
-    ))
+    return _tuple_new(
+        MshHeader,
+        (
+            fs,
+            cs,
+            rs,
+            esc,
+            ss,
+            sending_app or None,
+            msh3,
+            msh4,
+            unescaped(msh4.split(cs, 1)[0]),
+            fields[4],
+            fields[5],
+            fields[6],
+            unescaped(msh9[0]),
+            trigger or None,
+            structure or None,
+            unescaped(fields[9]),
+            fields[10],
+            unescaped(fields[11].split(cs, 1)[0]),
+            fields[11],
+            accept_ack or None,
+            app_ack or None,
+            charset or None,
+            terminator,
+        ),
+    )
 
 
-if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # type: ignore[arg-type]  # pragma: no cover
+if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # type: ignore[arg-type]  # pragma: no cover - mypy cannot see the grafted fields
     raise ImportError("MshHeader fields and their dataclass metadata are out of step")

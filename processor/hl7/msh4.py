@@ -79,9 +79,7 @@ def is_alias(value: str) -> bool:
     return bool(value) and value.isascii() and not value.strip(_ALIAS_CHARS)
 
 
-def parse_msh4(
-    namespace_id: str, *, customer_principal: bool, own_alias: str | None = None
-) -> Msh4Aliases:
+def parse_msh4(namespace_id: str, *, customer_principal: bool, own_alias: str | None = None) -> Msh4Aliases:
     """Split MSH-4.1 into aliases or raise Msh4Error(MSH4_MISSING | MSH4_SYNTAX).
 
     ``A{B}`` (aliases of ``ALIAS_PATTERN``) is accepted from anyone. A plain value

@@ -34,6 +34,7 @@ import codecs
 import re
 import sys
 from collections.abc import Iterator
+from typing import NoReturn
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 from xml.sax.saxutils import quoteattr
@@ -42,9 +43,20 @@ from processor.errors import SoapError
 from processor.hl7.charset import DEFAULT_CODEC, codec_for
 
 __all__ = [
-    "SOAP_NS", "SERVICE_NS", "SERVICE_NAME", "PORT_NAME",
-    "MAX_DEPTH", "MAX_ELEMENTS", "MAX_ELEMENT_ATTRIBUTES", "MAX_ATTRIBUTES", "MAX_TOKEN",
-    "parse_accept_message", "message_bytes", "build_accept_response", "build_fault", "build_wsdl",
+    "SOAP_NS",
+    "SERVICE_NS",
+    "SERVICE_NAME",
+    "PORT_NAME",
+    "MAX_DEPTH",
+    "MAX_ELEMENTS",
+    "MAX_ELEMENT_ATTRIBUTES",
+    "MAX_ATTRIBUTES",
+    "MAX_TOKEN",
+    "parse_accept_message",
+    "message_bytes",
+    "build_accept_response",
+    "build_fault",
+    "build_wsdl",
 ]
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -63,8 +75,12 @@ _CHUNK = 1 << 14  # bytes fed to expat at a time (at least MAX_TOKEN: see _Reade
 # _EXPECTED[k]: the names allowed for the one child of the element at level k
 # (0 the document, 1 Envelope, 2 Body, 3 acceptMessage; 4 is arg0).
 _HEADER = f"{SOAP_NS}}}Header"
-_EXPECTED = ((f"{SOAP_NS}}}Envelope",), (f"{SOAP_NS}}}Body",), (f"{SERVICE_NS}}}acceptMessage",),
-             ("arg0", f"{SERVICE_NS}}}arg0"))
+_EXPECTED = (
+    (f"{SOAP_NS}}}Envelope",),
+    (f"{SOAP_NS}}}Body",),
+    (f"{SERVICE_NS}}}acceptMessage",),
+    ("arg0", f"{SERVICE_NS}}}arg0"),
+)
 # _SHAPE[k]: the error when level k's content is wrong, in the order they are checked.
 _SHAPE = (
     "root element is not a SOAP 1.1 Envelope",
@@ -90,7 +106,7 @@ def parse_accept_message(body: bytes, http_charset: str | None = None) -> str:
     itself would assume UTF-8); with a declaration, the declaration decides.
     """
     chunks: Iterator[bytes | memoryview] = _slices(body)
-    if http_charset and not body.startswith(b"<?xml", _LEADING.match(body).end()):
+    if http_charset and not body.startswith(b"<?xml", _leading_end(body)):
         chunks = _as_utf8(body, http_charset)
     reader = _Reader()
     try:
@@ -102,6 +118,12 @@ def parse_accept_message(body: bytes, http_charset: str | None = None) -> str:
     if reader.shape_error is not None:
         raise SoapError(_SHAPE[reader.shape_error])
     return "".join(reader.text)
+
+
+def _leading_end(body: bytes) -> int:
+    """Offset after the BOM and whitespace that may precede an XML declaration."""
+    leading = _LEADING.match(body)  # a "*" pattern: always matches
+    return leading.end() if leading else 0
 
 
 class _Reader:
@@ -144,7 +166,9 @@ class _Reader:
     def _count_names(self, count: int) -> None:
         self.names += count
         if self.names > MAX_ATTRIBUTES:
-            raise SoapError(f"SOAP request has more than {MAX_ATTRIBUTES} attributes and namespace declarations")
+            raise SoapError(
+                f"SOAP request has more than {MAX_ATTRIBUTES} attributes and namespace declarations"
+            )
 
     def _fail(self, check: int) -> None:
         if self.shape_error is None or check < self.shape_error:
@@ -182,7 +206,7 @@ class _Reader:
             self.text.append(text)
 
 
-def _refuse(*_args: object) -> None:
+def _refuse(*_args: object) -> NoReturn:
     raise SoapError(_REFUSED)
 
 
@@ -265,7 +289,7 @@ def _envelope(body_xml: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         f'<soap:Envelope xmlns:soap="{SOAP_NS}"><soap:Body>{body_xml}</soap:Body></soap:Envelope>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def build_accept_response(ack: str) -> bytes:
@@ -337,4 +361,4 @@ def build_wsdl(endpoint_url: str) -> bytes:
     </port>
   </service>
 </definitions>
-""".encode("utf-8")
+""".encode()

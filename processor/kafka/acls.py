@@ -35,6 +35,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import cast
 
 from confluent_kafka.admin import (
     AclBinding,
@@ -63,6 +64,7 @@ __all__ = [
     "kafka_acls_commands",
     "format_table",
     "resource_label",
+    "operation_of",
 ]
 
 ROLES = ("edge", "processor", "replay", "admin")
@@ -146,11 +148,18 @@ def role_bindings(
     op = AclOperation
     out: list[RoleAcl] = []
 
-    def grant(role: str, rtype: ResourceType, name: str, pattern: ResourcePatternType,
-              operations: Iterable[AclOperation]) -> None:
+    def grant(
+        role: str,
+        rtype: ResourceType,
+        name: str,
+        pattern: ResourcePatternType,
+        operations: Iterable[AclOperation],
+    ) -> None:
         principal = getattr(who, role)
         for operation in operations:
-            out.append(RoleAcl(role, AclBinding(rtype, name, pattern, principal, _ANY_HOST, operation, _ALLOW)))
+            out.append(
+                RoleAcl(role, AclBinding(rtype, name, pattern, principal, _ANY_HOST, operation, _ALLOW))
+            )
 
     grant("edge", topic, raw, lit, (op.WRITE, op.DESCRIBE))
 
@@ -192,14 +201,31 @@ def role_acls(
     transactional_id_prefix: str | None = None,
 ) -> list[AclBinding]:
     """The ALLOW bindings for the edge, processor, replay and admin principals."""
-    return [r.binding for r in role_bindings(
-        settings, principals, transactional_id_prefix=transactional_id_prefix)]
+    return [
+        r.binding
+        for r in role_bindings(settings, principals, transactional_id_prefix=transactional_id_prefix)
+    ]
 
 
 # ---------------------------------------------------------------------------- rendering
+# AclBinding turns the str / int it may be given into the enum, but annotates its attributes
+# with the constructor's ``Enum | str | int``: these read them as what they are.
+def operation_of(binding: AclBinding) -> AclOperation:
+    return cast(AclOperation, binding.operation)
+
+
+def _restype_of(binding: AclBinding) -> ResourceType:
+    return cast(ResourceType, binding.restype)
+
+
+def _pattern_type_of(binding: AclBinding) -> ResourcePatternType:
+    return cast(ResourcePatternType, binding.resource_pattern_type)
+
+
 def resource_label(binding: AclBinding) -> str:
     """``TOPIC:hl7.raw``, ``CLUSTER:kafka-cluster``; a PREFIXED pattern ends in ``*``."""
-    kind = "CLUSTER" if binding.restype == ResourceType.BROKER else binding.restype.name
+    restype = _restype_of(binding)
+    kind = "CLUSTER" if restype == ResourceType.BROKER else restype.name
     pattern = "" if binding.resource_pattern_type == ResourcePatternType.LITERAL else "*"
     return f"{kind}:{binding.name}{pattern}"
 
@@ -210,7 +236,7 @@ def format_table(rows: Iterable[RoleAcl]) -> str:
     grouped: dict[tuple[str, str, str], list[str]] = {}
     for row in rows:
         key = (row.role, row.binding.principal, resource_label(row.binding))
-        grouped.setdefault(key, []).append(row.binding.operation.name)
+        grouped.setdefault(key, []).append(operation_of(row.binding).name)
     header = ("ROLE", "PRINCIPAL", "RESOURCE", "OPERATIONS (ALLOW, host *)")
     lines = [header, *((*key, ", ".join(ops)) for key, ops in grouped.items())]
     widths = [max(len(line[i]) for line in lines) for i in range(3)]
@@ -221,32 +247,53 @@ def format_table(rows: Iterable[RoleAcl]) -> str:
 
 
 _CLI_OPERATION = {
-    AclOperation.READ: "Read", AclOperation.WRITE: "Write", AclOperation.CREATE: "Create",
-    AclOperation.DELETE: "Delete", AclOperation.ALTER: "Alter", AclOperation.DESCRIBE: "Describe",
-    AclOperation.CLUSTER_ACTION: "ClusterAction", AclOperation.DESCRIBE_CONFIGS: "DescribeConfigs",
-    AclOperation.ALTER_CONFIGS: "AlterConfigs", AclOperation.IDEMPOTENT_WRITE: "IdempotentWrite",
+    AclOperation.READ: "Read",
+    AclOperation.WRITE: "Write",
+    AclOperation.CREATE: "Create",
+    AclOperation.DELETE: "Delete",
+    AclOperation.ALTER: "Alter",
+    AclOperation.DESCRIBE: "Describe",
+    AclOperation.CLUSTER_ACTION: "ClusterAction",
+    AclOperation.DESCRIBE_CONFIGS: "DescribeConfigs",
+    AclOperation.ALTER_CONFIGS: "AlterConfigs",
+    AclOperation.IDEMPOTENT_WRITE: "IdempotentWrite",
     AclOperation.ALL: "All",
 }
 _CLI_RESOURCE = {
-    ResourceType.TOPIC: "--topic", ResourceType.GROUP: "--group",
+    ResourceType.TOPIC: "--topic",
+    ResourceType.GROUP: "--group",
     ResourceType.TRANSACTIONAL_ID: "--transactional-id",
 }
 
 
-def kafka_acls_commands(rows: Iterable[RoleAcl], bootstrap: str = "$BOOTSTRAP",
-                        command_config: str = "admin.properties") -> list[str]:
+def kafka_acls_commands(
+    rows: Iterable[RoleAcl], bootstrap: str = "$BOOTSTRAP", command_config: str = "admin.properties"
+) -> list[str]:
     """The same ACLs as ``kafka-acls.sh --add`` command lines, one per (principal, resource)."""
     grouped: dict[tuple[str, ResourceType, str, ResourcePatternType], list[AclOperation]] = {}
     for row in rows:
         b = row.binding
-        grouped.setdefault((b.principal, b.restype, b.name, b.resource_pattern_type), []).append(b.operation)
+        key = (b.principal, _restype_of(b), b.name, _pattern_type_of(b))
+        grouped.setdefault(key, []).append(operation_of(b))
     lines = []
     for (principal, rtype, name, pattern), operations in grouped.items():
         target = ["--cluster"] if rtype == ResourceType.BROKER else [_CLI_RESOURCE[rtype], name]
         if pattern == ResourcePatternType.PREFIXED:
             target += ["--resource-pattern-type", "prefixed"]
         ops = [part for o in operations for part in ("--operation", _CLI_OPERATION[o])]
-        words = ["kafka-acls.sh", "--bootstrap-server", bootstrap, "--command-config", command_config,
-                 "--add", "--allow-principal", principal, "--allow-host", "*", *ops, *target]
+        words = [
+            "kafka-acls.sh",
+            "--bootstrap-server",
+            bootstrap,
+            "--command-config",
+            command_config,
+            "--add",
+            "--allow-principal",
+            principal,
+            "--allow-host",
+            "*",
+            *ops,
+            *target,
+        ]
         lines.append(" ".join(w if w == "$BOOTSTRAP" else shlex.quote(w) for w in words))
     return lines

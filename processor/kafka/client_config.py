@@ -102,16 +102,21 @@ def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         if refused:
             operator = kafka_passthrough()
             names = ", ".join(
-                "HL7_KAFKA_" + key.upper().replace(".", "_") if key in operator else f"{key} (set by the gateway)"
+                "HL7_KAFKA_" + key.upper().replace(".", "_")
+                if key in operator
+                else f"{key} (set by the gateway)"
                 for key in refused
             )
             raise ConfigError(
                 f"{names}: not supported with HL7_KAFKA_GROUP_PROTOCOL=consumer (KIP-848: the broker "
-                "assigns partitions and sets session and heartbeat timeouts); unset, or use the classic protocol"
+                "assigns partitions and sets session and heartbeat timeouts); unset, or use the classic "
+                "protocol"
             )
         version, number = libversion()
         if number < _KIP848_GA_LIBRDKAFKA:
-            log.warning("group.protocol=consumer is production-ready from librdkafka 2.12; this is %s", version)
+            log.warning(
+                "group.protocol=consumer is production-ready from librdkafka 2.12; this is %s", version
+            )
     return conf
 
 

@@ -44,7 +44,9 @@ class RepeatFilter(logging.Filter):
                 self._seen.clear()
             self._seen[key] = [now, 0]
         if held_back:
-            record.msg = f"{message} ({held_back} similar line(s) held back in the last {self._window_s:.0f} s)"
+            record.msg = (
+                f"{message} ({held_back} similar line(s) held back in the last {self._window_s:.0f} s)"
+            )
             record.args = ()
         return True
 

@@ -32,8 +32,15 @@ from pathlib import Path
 from processor.errors import ConfigError
 
 __all__ = [
-    "KAFKA_VERSION", "LocalKafka", "fetch_classpath", "cache_dir", "free_port", "free_ports",
-    "SASL_MECHANISM", "SUPER_USER", "recorded_sasl_users",
+    "KAFKA_VERSION",
+    "LocalKafka",
+    "fetch_classpath",
+    "cache_dir",
+    "free_port",
+    "free_ports",
+    "SASL_MECHANISM",
+    "SUPER_USER",
+    "recorded_sasl_users",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,8 +135,12 @@ def _fetch_with_maven(target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="hl7-kafka-pom-") as tmp:
         (Path(tmp) / "pom.xml").write_text(pom)
         cmd = [
-            "mvn", "-q", "-B", "dependency:copy-dependencies",
-            f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}",
+            "-DincludeScope=runtime",
         ]
         result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -270,7 +281,9 @@ def _listener_properties(port: int, controller_port: int, admin_password: str | 
         "sasl.mechanism.controller.protocol": "PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
         "listener.name.controller.plain.sasl.jaas.config": _jaas(
-            "org.apache.kafka.common.security.plain.PlainLoginModule", SUPER_USER, admin_password,
+            "org.apache.kafka.common.security.plain.PlainLoginModule",
+            SUPER_USER,
+            admin_password,
             f'user_{SUPER_USER}="{admin_password}"',
         ),
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -385,10 +398,14 @@ class LocalKafka:
             name = user or SUPER_USER
             if name not in self._sasl_users:
                 raise ConfigError(f"no SASL user {name!r} on this broker")
-            conf.update({
-                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": SASL_MECHANISM,
-                "sasl.username": name, "sasl.password": self._sasl_users[name],
-            })
+            conf.update(
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": SASL_MECHANISM,
+                    "sasl.username": name,
+                    "sasl.password": self._sasl_users[name],
+                }
+            )
         elif user is not None:
             raise ConfigError("this broker runs without SASL: it has no users")
         return conf
@@ -403,9 +420,16 @@ class LocalKafka:
         level = os.environ.get("HL7_LOCAL_KAFKA_LOG_LEVEL", "WARN")
         log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level) + (_LOG4J2_DENIALS if self.sasl else ""))
         return [
-            _java(), f"-Xmx{self._heap}", "-Xms128m", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-            "-cp", classpath, main_class, *args,
+            _java(),
+            f"-Xmx{self._heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            main_class,
+            *args,
         ]
 
     def _formatted(self) -> bool:
@@ -472,13 +496,17 @@ class LocalKafka:
         properties = self._data_dir / "server.properties"
         if self.sasl:
             properties.touch(mode=0o600)  # it holds the super user's password
-        properties.write_text(_broker_properties(self._data_dir, self.port, self.controller_port, admin_password))
+        properties.write_text(
+            _broker_properties(self._data_dir, self.port, self.controller_port, admin_password)
+        )
         self._format_storage(properties)
         with self._log_path.open("ab") as log_file:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self._process = subprocess.Popen(  # fixed argv, no shell
                 self._command("kafka.Kafka", str(properties)),
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # needed for PDEATHSIG
             )
         self._wait_ready(timeout)
         log.info("Apache Kafka %s ready at %s (data %s)", KAFKA_VERSION, self.bootstrap, self._data_dir)
@@ -502,6 +530,7 @@ class LocalKafka:
     def _wait_ready(self, timeout: float) -> None:
         """Wait for the listener, then for metadata from *this* broker (its cluster id:
         another broker already on the port must not pass for it), quietly."""
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         expected = self._cluster_id()
@@ -517,8 +546,8 @@ class LocalKafka:
                     metadata = admin.list_topics(timeout=2)
                     if metadata.brokers and metadata.cluster_id == expected:
                         return
-                except Exception:  # noqa: BLE001 - not up yet; retried until the deadline
-                    pass
+                except KafkaException:
+                    pass  # not up yet; retried until the deadline
             time.sleep(0.2)
         self.stop()
         raise ConfigError(f"Kafka did not become ready within {timeout:.0f}s:\n{self.log_tail()}")

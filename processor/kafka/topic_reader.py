@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-__all__ = ["read_to_end"]
+__all__ = ["read_to_end", "position"]
 
 _OFFSET_BEGINNING = -2
 
@@ -25,13 +25,19 @@ def read_to_end(conf: dict[str, Any], topic: str, *, timeout: float = 10.0) -> I
     group id is set and nothing is committed.
     """
     consumer = Consumer(
-        {**conf, "group.id": f"hl7-reader-{uuid.uuid4().hex}", "enable.partition.eof": True,
-         "enable.auto.commit": False}
+        {
+            **conf,
+            "group.id": f"hl7-reader-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise KafkaException(meta.error if meta is not None else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+            raise KafkaException(
+                meta.error if meta is not None else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+            )
         pending = set(meta.partitions)
         consumer.assign([TopicPartition(topic, p, _OFFSET_BEGINNING) for p in sorted(pending)])
         while pending:
@@ -47,3 +53,12 @@ def read_to_end(conf: dict[str, Any], topic: str, *, timeout: float = 10.0) -> I
                 raise KafkaException(error)
     finally:
         consumer.close()
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a record a consumer returned: librdkafka sets both on every
+    one (``Message`` annotates them Optional for the produced and error cases)."""
+    partition, offset = msg.partition(), msg.offset()
+    if partition is None or offset is None:
+        raise ValueError("not a consumed record: no partition or offset")
+    return partition, offset

@@ -55,8 +55,12 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
     def new_topic(self) -> NewTopic:
-        return NewTopic(self.name, num_partitions=self.partitions,
-                        replication_factor=self.replication_factor, config=dict(self.config))
+        return NewTopic(
+            self.name,
+            num_partitions=self.partitions,
+            replication_factor=self.replication_factor,
+            config=dict(self.config),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,9 @@ def ledger_topic(settings: Settings) -> str:
 def _factor(settings: Settings, replication_factor: int | None) -> int:
     factor = settings.topic_replication_factor if replication_factor is None else replication_factor
     if factor == 0 or factor < -1:
-        raise ConfigError("HL7_TOPIC_REPLICATION_FACTOR (--replication-factor) must be -1 (broker default) or >= 1")
+        raise ConfigError(
+            "HL7_TOPIC_REPLICATION_FACTOR (--replication-factor) must be -1 (broker default) or >= 1"
+        )
     return factor
 
 
@@ -141,13 +147,20 @@ def topic_specs(
     min_isr = min_insync_replicas(settings, factor)
     retention = {
         settings.topic_raw: _retention("HL7_TOPIC_RAW_RETENTION_MS", settings.topic_raw_retention_ms),
-        settings.topic_accepted: _retention("HL7_TOPIC_ACCEPTED_RETENTION_MS", settings.topic_accepted_retention_ms),
+        settings.topic_accepted: _retention(
+            "HL7_TOPIC_ACCEPTED_RETENTION_MS", settings.topic_accepted_retention_ms
+        ),
         settings.topic_deadletter: _retention(
-            "HL7_TOPIC_DEADLETTER_RETENTION_MS", settings.topic_deadletter_retention_ms),
+            "HL7_TOPIC_DEADLETTER_RETENTION_MS", settings.topic_deadletter_retention_ms
+        ),
     }
     if len(retention) != 3:
-        raise ConfigError("HL7_TOPIC_RAW, HL7_TOPIC_ACCEPTED and HL7_TOPIC_DEADLETTER must be three different topics")
-    specs = [TopicSpec(name, count, factor, _data_config(settings, ms, min_isr)) for name, ms in retention.items()]
+        raise ConfigError(
+            "HL7_TOPIC_RAW, HL7_TOPIC_ACCEPTED and HL7_TOPIC_DEADLETTER must be three different topics"
+        )
+    specs = [
+        TopicSpec(name, count, factor, _data_config(settings, ms, min_isr)) for name, ms in retention.items()
+    ]
     return [*specs, ledger_spec(settings, replication_factor=factor)]
 
 
@@ -166,7 +179,9 @@ def _unavailable(settings: Settings, exc: BaseException, timeout: float) -> Kafk
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         error: KafkaError = exc.args[0]
         return KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap_servers}: {error.name()}: {error.str()}")
-    return KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout:g} s")
+    return KafkaUnavailable(
+        f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout:g} s"
+    )
 
 
 def ensure_topics(
@@ -185,8 +200,11 @@ def ensure_topics(
     if -1 < settings.topic_raw_retention_ms < settings.topic_deadletter_retention_ms or (
         settings.topic_deadletter_retention_ms == -1 and settings.topic_raw_retention_ms != -1
     ):
-        log.warning("HL7_TOPIC_RAW_RETENTION_MS is shorter than HL7_TOPIC_DEADLETTER_RETENTION_MS: dead "
-                    "letters without payload point into %s and may outlive their original", settings.topic_raw)
+        log.warning(
+            "HL7_TOPIC_RAW_RETENTION_MS is shorter than HL7_TOPIC_DEADLETTER_RETENTION_MS: dead "
+            "letters without payload point into %s and may outlive their original",
+            settings.topic_raw,
+        )
     admin = AdminClient(admin_config(settings))
     result: dict[str, str] = {}
     futures = admin.create_topics([spec.new_topic() for spec in specs], request_timeout=timeout)
@@ -266,7 +284,7 @@ def check_topics(
             raise _unavailable(settings, TimeoutError(), timeout) from None
         for item, expected in spec.config.items():
             entry = entries.get(item)
-            actual = entry.value if entry is not None else None
-            if not _same(item, actual, expected):
-                drift.append(Drift(spec.name, item, "unset" if actual is None else actual, expected))
+            value: str | None = entry.value if entry is not None else None
+            if not _same(item, value, expected):
+                drift.append(Drift(spec.name, item, "unset" if value is None else value, expected))
     return drift

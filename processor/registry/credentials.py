@@ -59,6 +59,7 @@ __all__ = [
 class AuthenticatorBusy(GatewayError):
     """Too many cold checks queued: the caller should answer "busy, retry", not "bad password"."""
 
+
 log = logging.getLogger(__name__)
 
 PRODUCTION_PARAMETERS = Parameters(
@@ -269,9 +270,7 @@ class Authenticator:
     def _key(self, username: str, pw: bytes) -> bytes:
         return hmac.new(self._hmac_key, _utf8(username) + b"\0" + pw, hashlib.sha256).digest()
 
-    def _prepare(
-        self, registry: Registry, username: str, password: str | bytes
-    ) -> bytes | Principal | None:
+    def _prepare(self, registry: Registry, username: str, password: str | bytes) -> bytes | Principal | None:
         """Cache key for a cold check, or the final answer (cache hit / impossible input)."""
         pw = _password_bytes(password)
         if "\0" in username or len(pw) > _MAX_PASSWORD_BYTES or len(username) > 1024:

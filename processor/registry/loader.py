@@ -88,9 +88,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     return loader.construct_mapping(node, deep=True)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def registry_version(data: bytes) -> str:
@@ -223,8 +221,11 @@ class _Checker:
         match = _ARGON2ID_PHC.fullmatch(value) if value else None
         if match is not None:
             memory, time_cost, lanes = (int(g) for g in match.groups())
-            if (memory > _ARGON2_MAX_MEMORY_KIB or time_cost > _ARGON2_MAX_TIME_COST
-                    or lanes > _ARGON2_MAX_PARALLELISM):
+            if (
+                memory > _ARGON2_MAX_MEMORY_KIB
+                or time_cost > _ARGON2_MAX_TIME_COST
+                or lanes > _ARGON2_MAX_PARALLELISM
+            ):
                 self.error(
                     f"{where}.password_hash",
                     f"argon2id cost m={memory},t={time_cost},p={lanes} is above the ceiling "
@@ -322,9 +323,7 @@ def _partner(chk: _Checker, raw: object, where: str) -> tuple[Partner | None, li
     )
 
 
-def _check_unique(
-    chk: _Checker, items: list[tuple[str, str, str]], what: str
-) -> None:
+def _check_unique(chk: _Checker, items: list[tuple[str, str, str]], what: str) -> None:
     """``items`` are (value, where, field); report every repeat with the first owner."""
     first: dict[str, str] = {}
     for value, where, field in items:
@@ -339,7 +338,7 @@ def parse_registry(data: bytes) -> Registry:
     if len(data) > _MAX_FILE_BYTES:
         raise RegistryValidationError([f"registry: file larger than {_MAX_FILE_BYTES} bytes"])
     try:
-        doc = yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        doc = yaml.load(data, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -415,5 +414,7 @@ def load_registry(path: str | Path) -> Registry:
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise RegistryInvalid(f"registry file {str(p)!r} unreadable: {exc.strerror or type(exc).__name__}") from None
+        raise RegistryInvalid(
+            f"registry file {str(p)!r} unreadable: {exc.strerror or type(exc).__name__}"
+        ) from None
     return parse_registry(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from types import MappingProxyType
 from typing import TypeVar
@@ -27,14 +27,11 @@ __all__ = [
 Network = IPv4Network | IPv6Network
 
 
-class PrincipalType(str, Enum):
+class PrincipalType(StrEnum):
     """Kind of authenticated sender; values are the ``hl7.principal_type`` header values."""
 
     PARTNER = "partner"
     CUSTOMER = "customer"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,18 +129,12 @@ class Registry:
         "_by_username",
     )
 
-    def __init__(
-        self, version: str, customers: Iterable[Customer], partners: Iterable[Partner]
-    ) -> None:
+    def __init__(self, version: str, customers: Iterable[Customer], partners: Iterable[Partner]) -> None:
         self.version: str = version
         self.customers: tuple[Customer, ...] = tuple(customers)
         self.partners: tuple[Partner, ...] = tuple(partners)
-        self._customers_by_id: Mapping[str, Customer] = _unique(
-            (c.id, c) for c in self.customers
-        )
-        self._customers_by_alias: Mapping[str, Customer] = _unique(
-            (c.alias, c) for c in self.customers
-        )
+        self._customers_by_id: Mapping[str, Customer] = _unique((c.id, c) for c in self.customers)
+        self._customers_by_alias: Mapping[str, Customer] = _unique((c.alias, c) for c in self.customers)
         self._partners_by_id: Mapping[str, Partner] = _unique((p.id, p) for p in self.partners)
         principals = [_customer_principal(c) for c in self.customers]
         principals += [_partner_principal(p) for p in self.partners]

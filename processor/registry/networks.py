@@ -72,9 +72,7 @@ def address_allowed(address: str, networks: Iterable[Network | str]) -> bool:
     return any(n is not None and n.version == addr.version and addr in n for n in nets)
 
 
-def client_address(
-    peer: str, forwarded_for: str | None, trusted_proxies: Sequence[Network | str]
-) -> str:
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: Sequence[Network | str]) -> str:
     """The client's address: ``peer`` unless it is a trusted proxy, then walk XFF.
 
     ``X-Forwarded-For`` is read right to left; each hop is believed only while the

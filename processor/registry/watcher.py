@@ -137,7 +137,7 @@ class RegistryWatcher:
         while not self._stop.wait(self._interval_s):
             try:
                 self.poll_now()
-            except Exception:  # noqa: BLE001 - the watcher thread must survive anything
+            except Exception:  # the watcher thread must survive anything (logged with its traceback)
                 log.exception("registry watcher poll failed")
 
     # --- one poll ------------------------------------------------------------------
@@ -198,9 +198,7 @@ class RegistryWatcher:
         if text != self._last_io_error:  # count and log once per distinct failure
             self._last_io_error = text
             REGISTRY_RELOADS.labels(result="error").inc()
-            log.error(
-                "registry file %s unreadable (%s), keeping %s", self._path, text, self._current.version
-            )
+            log.error("registry file %s unreadable (%s), keeping %s", self._path, text, self._current.version)
         self._seen_stat = (-1, -1, -1, -1)  # re-read once the file is back
 
     def _swap(self, registry: Registry, digest: str) -> None:
@@ -221,5 +219,5 @@ class RegistryWatcher:
         for callback in list(self._callbacks):
             try:
                 callback(registry)
-            except Exception:  # noqa: BLE001 - a subscriber must not stop reloads
+            except Exception:  # a subscriber must not stop reloads (logged with its traceback)
                 log.exception("registry subscriber failed")
