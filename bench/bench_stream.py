@@ -1,33 +1,39 @@
-"""Benchmark of the exactly-once stream processor against a ceiling measured in the same run.
+"""Benchmark of the exactly-once stream processor against the bare transactional loop.
 
-Throughput (records/s, one process, ~1 KB ADT^A01 / ORU^R01 messages, all routed
-exactly once in Kafka transactions with the same batch policy):
+Throughput (records/s, one process, ~1 KB ADT^A01 / ORU^R01 messages, every 10th
+dead-lettered, all routed exactly once in Kafka transactions with the same batch policy):
 
-* ceiling: the same consume -> produce transactional loop copying values as they
-  are (no header parsing, no decision, no Avro): what Kafka + librdkafka +
-  Python allow on this box;
-* naive: that loop plus ``hl7apy.parser.parse_message`` of every record (what a
-  "parse the whole message" processor costs);
-* ceiling + Avro only: that loop producing, for every record, a fixed typical
-  AcceptedMessage carrying the record as payload, encoded with the codec the
-  processor uses (fastavro): what the Avro library alone costs, i.e. the cap for
-  any processor that must write Avro with it;
-* processor: :class:`processor.stream.StreamProcessor` (row 1 + decide + Avro).
+* bare: the same consume -> produce transactional loop copying values as they are (no
+  header parsing, no decision, no Avro): what Kafka + librdkafka + Python allow here;
+* processor: :class:`processor.stream.StreamProcessor` (row 1 + decide + Avro);
+* optional (``--avro-only``): the bare loop writing a fixed typical AcceptedMessage with the
+  processor's codec (what the Avro library alone costs); (``--naive``): the bare loop plus
+  ``hl7apy.parser.parse_message`` per record.
 
-Each variant reads the same pre-produced raw topic with its own consumer group
-(ceiling and processor interleaved twice, best of each reported);
-rate = records committed between the first and the last commit it made, over
-that time (group join excluded), with a time budget per variant (naive: from
-its first read, since it manages only a few commits in its budget).
+Made to be a stable instrument on a shared box (the broker on the same cores):
 
-Latency (with HL7_BATCH_MAX_MS 100 and 10): the processor as a real ``python -m processor stream`` subprocess, a
-generator producing at a steady offered rate with ``hl7.received_at`` = send
-time, and a ``read_committed`` reader: end-to-end = time the routed record is
-visible to a downstream consumer - received_at (includes the commit and the
-downstream fetch). p50 / p99 over the steady-state window.
+1. warm-up first, untimed: ``--warmup`` records (default 50,000) are produced to a topic of
+   their own and copied by the bare loop, so the broker's page cache, log segments and JIT
+   (the broker is a JVM), and the client libraries are warm before anything is timed;
+2. one raw topic of ``--records`` (default 150,000) that every run reads from the start
+   with a consumer group of its own; each run is timed for ``--seconds`` (default 6) from
+   its first commit to its last (group join excluded), or until it has read everything;
+3. ``--rounds`` (default 3) interleaved rounds, the order alternating (bare, processor /
+   processor, bare), so drift or a load spike does not favour one side;
+4. the report gives, per variant, the median and the spread (min-max) over the rounds,
+   and the processor / bare ratio of the medians and of each round.
 
-Usage: ``python bench/bench_stream.py [--records 20000] [--rate 1000] [--seconds 20]``.
-Env ``HL7_KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:19092). Bounded to ~2 minutes.
+No ``--dedupe`` variant: the dedupe store (row 12) is not built yet; add one with it.
+
+Latency (``--latency``; with HL7_BATCH_MAX_MS 100 and 10): the processor as a real
+``python -m processor stream`` subprocess, a generator producing at a steady offered rate
+with ``hl7.received_at`` = send time, and a ``read_committed`` reader: end-to-end = time
+the routed record is visible to a downstream consumer - received_at. p50 / p99 over the
+steady-state window.
+
+Usage: ``python bench/bench_stream.py [--rounds 3] [--records 150000] [--seconds 6]``.
+Env ``HL7_KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:19092). Bench topics are deleted
+at the end. About 2-3 minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +63,9 @@ from processor.kafka.topics import ensure_topics  # noqa: E402
 from processor.registry.loader import parse_registry  # noqa: E402
 from processor.stream import StreamProcessor  # noqa: E402
 
-PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
+PASSWORD_HASH = (
+    "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
+)
 REGISTRY_YAML = f"""\
 customers:
   - {{id: trust-1, alias: trustalias}}
@@ -70,14 +79,21 @@ def message(i: int, size: int = 1024) -> bytes:
     """~1 KB fake ADT^A01 or ORU^R01 (v2.4, CR-separated); every 10th is not authorised."""
     msh4 = b"otheralias{otheralias}" if i % 10 == 0 else b"trustalias{trustalias}"
     if i % 2:
-        msh9, body = b"ADT^A01^ADT_A01", (
-            b"EVN|A01|20240115103000\rPID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
-            b"PV1|1|I|WARD1^BAY1^BED1\r" % i
+        msh9, body = (
+            b"ADT^A01^ADT_A01",
+            (
+                b"EVN|A01|20240115103000\rPID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
+                b"PV1|1|I|WARD1^BAY1^BED1\r" % i
+            ),
         )
     else:
-        msh9, body = b"ORU^R01^ORU_R01", (
-            b"PID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
-            b"OBR|1||LAB%d|CBC^Full blood count\rOBX|1|NM|HB^Haemoglobin||135|g/L|115-165|N|||F\r" % (i, i)
+        msh9, body = (
+            b"ORU^R01^ORU_R01",
+            (
+                b"PID|1||ZZT%07d^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
+                b"OBR|1||LAB%d|CBC^Full blood count\rOBX|1|NM|HB^Haemoglobin||135|g/L|115-165|N|||F\r"
+                % (i, i)
+            ),
         )
     msg = b"MSH|^~\\&|PAS|" + msh4 + b"|PKB|PKB|20240115103000||" + msh9 + b"|B%d|P|2.4\r" % i + body
     n = 1
@@ -112,13 +128,15 @@ def new_settings(bootstrap: str, tag: str) -> Settings:
 
 
 def produce_raw(settings: Settings, n: int) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20,
-                         "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20, "enable.idempotence": True}
+    )
     for i in range(n):
         while True:
             try:
-                producer.produce(settings.topic_raw, value=message(i), key=b"mailco|trustalias",
-                                 headers=headers())
+                producer.produce(
+                    settings.topic_raw, value=message(i), key=b"mailco|trustalias", headers=headers()
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -149,15 +167,24 @@ class Progress:
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
 
 
-def txn_loop(settings: Settings, n: int, budget_s: float, transform: Callable[[bytes], object] | None,
-             progress: Progress, *, start_on_receive: bool = False) -> None:
+def txn_loop(
+    settings: Settings,
+    n: int,
+    budget_s: float,
+    transform: Callable[[bytes], object] | None,
+    progress: Progress,
+    *,
+    start_on_receive: bool = False,
+) -> None:
     """The bare transactional consume -> produce loop (same batch policy as the processor).
 
     ``transform(value)`` runs on every record; when it returns bytes those are produced
     instead of the raw value.
     """
     consumer = Consumer(consumer_config(settings, **{"group.id": settings.consumer_group + ".loop"}))
-    producer = Producer(producer_config(settings, **{"transactional.id": settings.transactional_id + ".loop"}))
+    producer = Producer(
+        producer_config(settings, **{"transactional.id": settings.transactional_id + ".loop"})
+    )
     producer.init_transactions(30)
     consumer.subscribe([settings.topic_raw])
     done = 0
@@ -172,8 +199,6 @@ def txn_loop(settings: Settings, n: int, budget_s: float, transform: Callable[[b
         end = time.perf_counter() + settings.batch_max_ms / 1000
         while len(batch) < settings.batch_max_records and time.perf_counter() < end:
             batch += consumer.consume(settings.batch_max_records - len(batch), end - time.perf_counter())
-        if deadline is None:
-            deadline = time.perf_counter() + budget_s
         producer.begin_transaction()
         offsets: dict[int, int] = {}
         for msg in batch:
@@ -186,10 +211,14 @@ def txn_loop(settings: Settings, n: int, budget_s: float, transform: Callable[[b
             offsets[msg.partition()] = msg.offset() + 1
         producer.send_offsets_to_transaction(
             [TopicPartition(settings.topic_raw, p, o) for p, o in offsets.items()],
-            consumer.consumer_group_metadata(), 30)
+            consumer.consumer_group_metadata(),
+            30,
+        )
         producer.commit_transaction(30)
         done += len(batch)
         progress.note(done)
+        if deadline is None:  # timed from the first commit, like the processor
+            deadline = time.perf_counter() + budget_s
     consumer.close()
 
 
@@ -218,51 +247,129 @@ def avro_encoder(settings: Settings) -> Callable[[bytes], bytes]:
     encode = AvroCodec.from_settings(settings).encode
     topic = settings.topic_accepted
     template = {
-        "ingest_id": str(uuid.uuid4()), "received_at": 1_700_000_000_000_000,
-        "processed_at": 1_700_000_000_100_000, "principal_id": "mailco", "principal_type": "PARTNER",
-        "connecting_customer_id": "trust-1", "connecting_alias": "trustalias",
-        "data_controller_id": "trust-1", "data_controller_alias": "trustalias",
-        "registry_version": "0" * 16, "message_type": "ADT", "trigger_event": "A01",
-        "message_control_id": "B1", "hl7_version": "2.4", "sending_application": "PAS",
-        "sending_facility": "trustalias{trustalias}", "transport": "http", "source_ip": "203.0.113.7",
-        "source_topic": settings.topic_raw, "source_partition": 0, "source_offset": 0, "payload": b"",
-        "message_structure": "ADT_A01", "message_datetime": "20240115103000", "processing_id": "P",
+        "ingest_id": str(uuid.uuid4()),
+        "received_at": 1_700_000_000_000_000,
+        "processed_at": 1_700_000_000_100_000,
+        "principal_id": "mailco",
+        "principal_type": "PARTNER",
+        "connecting_customer_id": "trust-1",
+        "connecting_alias": "trustalias",
+        "data_controller_id": "trust-1",
+        "data_controller_alias": "trustalias",
+        "registry_version": "0" * 16,
+        "message_type": "ADT",
+        "trigger_event": "A01",
+        "message_control_id": "B1",
+        "hl7_version": "2.4",
+        "sending_application": "PAS",
+        "sending_facility": "trustalias{trustalias}",
+        "transport": "http",
+        "source_ip": "203.0.113.7",
+        "source_topic": settings.topic_raw,
+        "source_partition": 0,
+        "source_offset": 0,
+        "payload": b"",
+        "message_structure": "ADT_A01",
+        "message_datetime": "20240115103000",
+        "processing_id": "P",
         "character_set": None,
     }
     return lambda value: encode(topic, {**template, "payload": value})
 
 
-def throughput(bootstrap: str, n: int, rounds: int = 2) -> dict[str, float]:
-    """Best of ``rounds`` for ceiling, ceiling + Avro and processor, interleaved (the box is
-    shared and noisy: interleaving keeps a load spike from favouring one side); naive once."""
+def summary(rates: list[float]) -> dict[str, object]:
+    return {
+        "median": round(statistics.median(rates), 1),
+        "min": round(min(rates), 1),
+        "max": round(max(rates), 1),
+        "runs": [round(r, 1) for r in rates],
+    }
+
+
+def warm_up(bootstrap: str, n: int) -> float:
+    """Produce ``n`` records and copy them once with the bare loop (untimed); returns seconds."""
+    t0 = time.perf_counter()
+    settings = new_settings(bootstrap, "warm")
+    ensure_topics(settings)
+    produce_raw(settings, n)
+    txn_loop(settings, n, 120, None, Progress("warm-up", n))
+    delete_topics(settings)
+    return time.perf_counter() - t0
+
+
+def throughput(
+    bootstrap: str, n: int, rounds: int, seconds: float, *, avro_only: bool = False, naive: bool = False
+) -> dict[str, object]:
+    """Interleaved rounds of bare loop and processor on one pre-produced topic."""
     settings = new_settings(bootstrap, "tput")
     ensure_topics(settings)
     produce_raw(settings, n)
-    results: dict[str, float] = {"ceiling": 0.0, "processor": 0.0, "ceiling_plus_avro_encode": 0.0}
-    encoder = avro_encoder(settings)
+    runs: dict[str, list[float]] = {"bare": [], "processor": []}
 
     def variant(tag: str) -> Settings:
-        return settings.model_copy(update={"consumer_group": f"{settings.consumer_group}.{tag}",
-                                           "transactional_id": f"{settings.transactional_id}.{tag}"})
+        return settings.model_copy(
+            update={
+                "consumer_group": f"{settings.consumer_group}.{tag}",
+                "transactional_id": f"{settings.transactional_id}.{tag}",
+            }
+        )
 
-    for r in range(rounds):
-        ceiling = Progress(f"ceiling round {r + 1}", n)
-        txn_loop(variant(f"ceiling{r}"), n, 30, None, ceiling)
-        results["ceiling"] = max(results["ceiling"], ceiling.rate())
-        avro_only = Progress(f"ceiling + Avro only round {r + 1}", n)
-        txn_loop(variant(f"avro{r}"), n, 30, encoder, avro_only)
-        results["ceiling_plus_avro_encode"] = max(results["ceiling_plus_avro_encode"], avro_only.rate())
-        mine = Progress(f"processor round {r + 1}", n)
-        run_processor(variant(f"proc{r}"), n, 40, mine)
-        results["processor"] = max(results["processor"], mine.rate())
+    def bare(r: int) -> None:
+        progress = Progress(f"bare loop, round {r + 1}", n)
+        txn_loop(variant(f"bare{r}"), n, seconds, None, progress)
+        runs["bare"].append(progress.rate())
 
-    from hl7apy.parser import parse_message
+    def processor(r: int) -> None:
+        progress = Progress(f"processor, round {r + 1}", n)
+        run_processor(variant(f"proc{r}"), n, seconds, progress)
+        runs["processor"].append(progress.rate())
 
-    naive = Progress("naive (hl7apy)", n)
-    txn_loop(variant("naive"), n, 10, lambda v: parse_message(v.decode("ascii"), find_groups=False), naive,
-             start_on_receive=True)  # too slow for several commits: rate from the first read
-    results["naive_hl7apy"] = naive.rate()
-    return results
+    try:
+        for r in range(rounds):
+            for step in (bare, processor) if r % 2 == 0 else (processor, bare):
+                step(r)
+        if avro_only:
+            encoder = avro_encoder(settings)
+            runs["bare_plus_avro_encode"] = []
+            for r in range(rounds):
+                progress = Progress(f"bare + Avro only, round {r + 1}", n)
+                txn_loop(variant(f"avro{r}"), n, seconds, encoder, progress)
+                runs["bare_plus_avro_encode"].append(progress.rate())
+        if naive:
+            from hl7apy.parser import parse_message
+
+            progress = Progress("naive (hl7apy)", n)
+            txn_loop(
+                variant("naive"),
+                n,
+                10,
+                lambda v: parse_message(v.decode("ascii"), find_groups=False),
+                progress,
+                start_on_receive=True,
+            )  # too slow for several commits: from the first read
+            runs["naive_hl7apy"] = [progress.rate()]
+    finally:
+        delete_topics(settings)
+    report: dict[str, object] = {name: summary(rates) for name, rates in runs.items()}
+    paired = [p / b for p, b in zip(runs["processor"], runs["bare"], strict=True) if b]
+    report["processor_vs_bare"] = {
+        "of_medians": round(statistics.median(runs["processor"]) / statistics.median(runs["bare"]), 3),
+        "per_round_min": round(min(paired), 3),
+        "per_round_max": round(max(paired), 3),
+    }
+    return report
+
+
+def delete_topics(settings: Settings) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    topics = [settings.topic_raw, settings.topic_accepted, settings.topic_deadletter]
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        try:
+            future.result(60)
+        except Exception as exc:  # noqa: BLE001 - best effort: a bench leftover is harmless
+            print(f"could not delete bench topic: {type(exc).__name__}", file=sys.stderr)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -276,18 +383,36 @@ def latency(bootstrap: str, rate: int, seconds: float, batch_max_ms: int) -> dic
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     (tmp / "registry.yaml").write_text(REGISTRY_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HL7_")}
-    env.update({
-        "PYTHONPATH": str(REPO), "HL7_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "HL7_REGISTRY_FILE": str(tmp / "registry.yaml"), "HL7_TOPIC_RAW": settings.topic_raw,
-        "HL7_TOPIC_ACCEPTED": settings.topic_accepted, "HL7_TOPIC_DEADLETTER": settings.topic_deadletter,
-        "HL7_CONSUMER_GROUP": settings.consumer_group, "HL7_TRANSACTIONAL_ID": settings.transactional_id,
-        "HL7_METRICS_PORT": "0", "HL7_BATCH_MAX_MS": str(batch_max_ms),
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "processor", "--log-level", "WARNING", "stream"],
-                            env=env, cwd=tmp, stderr=subprocess.DEVNULL)
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex}",
-                       "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                       "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "HL7_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "HL7_REGISTRY_FILE": str(tmp / "registry.yaml"),
+            "HL7_TOPIC_RAW": settings.topic_raw,
+            "HL7_TOPIC_ACCEPTED": settings.topic_accepted,
+            "HL7_TOPIC_DEADLETTER": settings.topic_deadletter,
+            "HL7_CONSUMER_GROUP": settings.consumer_group,
+            "HL7_TRANSACTIONAL_ID": settings.transactional_id,
+            "HL7_METRICS_PORT": "0",
+            "HL7_BATCH_MAX_MS": str(batch_max_ms),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "--log-level", "WARNING", "stream"],
+        env=env,
+        cwd=tmp,
+        stderr=subprocess.DEVNULL,
+    )
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     reader.subscribe([settings.topic_accepted, settings.topic_deadletter])
     samples: list[tuple[float, float]] = []  # (received_at, latency)
     stop = threading.Event()
@@ -320,8 +445,9 @@ def latency(bootstrap: str, rate: int, seconds: float, batch_max_ms: int) -> dic
         delay = target - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        producer.produce(settings.topic_raw, value=message(sent + 2), key=b"k%d" % (sent % 64),
-                         headers=headers())
+        producer.produce(
+            settings.topic_raw, value=message(sent + 2), key=b"k%d" % (sent % 64), headers=headers()
+        )
         producer.poll(0)
         sent += 1
     producer.flush(10)
@@ -335,7 +461,7 @@ def latency(bootstrap: str, rate: int, seconds: float, batch_max_ms: int) -> dic
     proc.terminate()
     proc.wait(30)
     steady = [lat for _rx, lat in samples[warm:]]
-    steady = steady[len(steady) // 10:]  # drop the first 10% (ramp-up)
+    steady = steady[len(steady) // 10 :]  # drop the first 10% (ramp-up)
     return {
         "batch_max_ms": batch_max_ms,
         "offered_msgs_per_s": round(offered, 1),
@@ -349,34 +475,49 @@ def latency(bootstrap: str, rate: int, seconds: float, batch_max_ms: int) -> dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--records", type=int, default=150_000, help="raw records every run may read")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed window per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (>= 3)")
+    parser.add_argument(
+        "--warmup", type=int, default=50_000, help="records produced and copied untimed first"
+    )
+    parser.add_argument("--avro-only", action="store_true", help="also time the bare loop + Avro encoding")
+    parser.add_argument("--naive", action="store_true", help="also time the bare loop + hl7apy parsing")
+    parser.add_argument("--latency", action="store_true", help="also measure end-to-end latency")
     parser.add_argument("--latency-only", action="store_true")
-    parser.add_argument("--batch-ms", type=int, nargs="+", default=[100, 10],
-                        help="HL7_BATCH_MAX_MS values for the latency runs")
+    parser.add_argument("--rate", type=int, default=1000, help="offered msg/s for --latency")
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--batch-ms",
+        type=int,
+        nargs="+",
+        default=[100, 10],
+        help="HL7_BATCH_MAX_MS values for the latency runs",
+    )
     args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3 (median and spread need them)")
     bootstrap = os.environ.get("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     t0 = time.time()
-    tput = {"ceiling": 0.0, "processor": 0.0, "ceiling_plus_avro_encode": 0.0, "naive_hl7apy": 0.0}
-    if not args.latency_only:
-        tput = throughput(bootstrap, args.records)
-    # Default batch window (100 ms, like Kafka Streams' EOS commit interval) and a short one.
-    lat = [latency(bootstrap, args.rate, args.seconds, ms) for ms in args.batch_ms]
-    report = {
+    report: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"),
         "records": args.records,
-        "throughput_records_per_s": {k: round(v, 1) for k, v in tput.items()},
-        "processor_vs_ceiling": round(tput["processor"] / tput["ceiling"], 3) if tput["ceiling"] else None,
-        "processor_vs_naive": round(tput["processor"] / tput["naive_hl7apy"], 1) if tput["naive_hl7apy"] else None,
-        # What the Avro library alone costs: the cap for any processor that encodes with it.
-        "ceiling_plus_avro_encode_vs_ceiling": (
-            round(tput["ceiling_plus_avro_encode"] / tput["ceiling"], 3)
-            if tput.get("ceiling_plus_avro_encode") and tput["ceiling"] else None
-        ),
-        "latency": lat,
-        "wall_s": round(time.time() - t0, 1),
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
         "cpus": os.cpu_count(),
+        # Other processes on the box skew every figure: shown so a reader can judge a run.
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
+    if not args.latency_only:
+        report["warmup_s"] = round(warm_up(bootstrap, args.warmup), 1)
+        report["throughput_records_per_s"] = throughput(
+            bootstrap, args.records, args.rounds, args.seconds, avro_only=args.avro_only, naive=args.naive
+        )
+    if args.latency or args.latency_only:
+        # Default batch window (100 ms, like Kafka Streams' EOS commit interval) and a short one.
+        report["latency"] = [latency(bootstrap, args.rate, args.latency_seconds, ms) for ms in args.batch_ms]
+    report["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    report["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=2))
     return 0
 

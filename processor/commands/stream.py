@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 
 from processor.config import load_settings
 from processor.errors import RegistryInvalid
+from processor.shutdown import on_shutdown_signal
 from processor.stream.metrics_server import start_metrics_server
 from processor.stream.processor import StreamFatalError, StreamProcessor
 
@@ -43,13 +42,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     processor = StreamProcessor(settings, watcher)
 
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %s: finishing the open batch, then stopping", signal.Signals(signum).name)
+    def _stop() -> None:  # on a thread of its own, never inside the signal handler
+        log.info("finishing the open batch, then stopping")
         processor.stop()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+    on_shutdown_signal(_stop)
 
     try:
         server = start_metrics_server(

@@ -95,8 +95,8 @@ class Routed:
 
 
 _new = object.__new__
-_ROUTED_SET = tuple(Routed.__dict__[name].__set__ for name in Routed.__slots__)  # type: ignore[attr-defined]
-if Routed.__slots__ != tuple(f.name for f in fields(Routed)):  # type: ignore[attr-defined]  # pragma: no cover
+_ROUTED_SET = tuple(Routed.__dict__[name].__set__ for name in Routed.__slots__)
+if Routed.__slots__ != tuple(f.name for f in fields(Routed)):  # pragma: no cover
     raise ImportError("Routed slots and fields are out of step")
 
 

@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from processor.config import load_settings
 from processor.errors import ConfigError
 from processor.kafka.client_config import consumer_config
+from processor.kafka.session import TxnSession
 from processor.registry.loader import load_registry
 from processor.stream import StreamProcessor
 from tests.integration.stream.stream_kit import (
@@ -223,12 +224,12 @@ def test_processor_consumer_settings_per_protocol(monkeypatch: pytest.MonkeyPatc
         def subscribe(self, *_args: Any, **_kwargs: Any) -> None:
             pass
 
-    monkeypatch.setattr("processor.stream.processor.Consumer", FakeConsumer)
-    processor = StreamProcessor(_settings(), lambda: None)
+    session = TxnSession(_settings(), stop=threading.Event(), on_revoke=lambda *_: None,
+                         consumer_factory=FakeConsumer)
     monkeypatch.delenv("HL7_KAFKA_GROUP_PROTOCOL", raising=False)
-    processor._new_consumer()
+    session._new_consumer()
     monkeypatch.setenv("HL7_KAFKA_GROUP_PROTOCOL", "consumer")
-    processor._new_consumer()
+    session._new_consumer()
     assert built[0]["partition.assignment.strategy"] == "cooperative-sticky"
     assert "group.protocol" not in built[0]
     assert "partition.assignment.strategy" not in built[1] and built[1]["group.protocol"] == "consumer"

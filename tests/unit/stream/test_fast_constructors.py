@@ -8,7 +8,7 @@ import pytest
 
 from processor.avro.raw import RawRecord
 from processor.reasons import Reason
-from processor.stream.processor import _raw_record
+from processor.stream.records import _raw_record
 from processor.stream.routing import Routed, _routed
 
 

@@ -45,3 +45,39 @@ def test_invalid_registry_refused(
     with caplog.at_level(logging.ERROR):
         assert main(args()) == 2
     assert "registry refused" in caplog.text
+
+
+def test_signals_reach_the_processor_through_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream command stops on SIGTERM through processor.shutdown.on_shutdown_signal: the
+    callback runs on a thread of its own, never inside the handler (which could deadlock)."""
+    import os
+    import signal
+    import threading
+
+    from processor.shutdown import on_shutdown_signal
+
+    ran: list[str] = []
+    done = threading.Event()
+
+    def callback() -> None:
+        ran.append(threading.current_thread().name)
+        done.set()
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        on_shutdown_signal(callback)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert done.wait(5)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert ran == [f"signal-{int(signal.SIGTERM)}"]
+
+
+def test_stream_command_installs_no_handler_of_its_own() -> None:
+    import inspect
+
+    import processor.commands.stream as command
+
+    source = inspect.getsource(command)
+    assert "signal.signal(" not in source and "on_shutdown_signal(" in source

@@ -1,0 +1,198 @@
+"""An in-memory :class:`processor.kafka.session.Session` for loop tests (no Kafka).
+
+It models what the loop relies on: partitions with records and committed offsets, a
+consumer position per partition, one transaction at a time whose outputs and offsets
+become visible together on ``commit``, and record batches (records produced since the
+last ``flush``) that a "broker" refuses as a whole when one of them is too large.
+Failures are scripted per call (``fail``), including an ambiguous commit that did land.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message
+
+from processor.kafka.session import Offsets, Partition, RecordTooLarge, SessionError
+from processor.stream.txn_errors import TxnAction
+
+
+@dataclass
+class Output:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, Any]]
+
+
+@dataclass
+class _Queued:
+    out: Output
+    on_too_large: Callable[[], None] | None
+
+
+LANDED = "landed"  # a scripted commit failure after the commit really happened
+
+
+@dataclass
+class FakeSession:
+    settings: Any
+    stop: threading.Event
+    on_revoke: Callable[[frozenset[Partition], str], None]
+    heartbeat: Callable[[], None] = lambda: None
+    producer_factory: Any = None
+    lag_interval_s: float = 5.0
+    # --- the "cluster"
+    records: dict[Partition, list[Message]] = field(default_factory=dict)
+    committed: Offsets = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    # --- scripting
+    fail: dict[str, list[SessionError | tuple[SessionError, str]]] = field(default_factory=dict)
+    broker_limit: int | None = None  # refuse a record batch holding a larger value
+    producer_limit: int | None = None  # refuse at produce() a larger value
+    consume_hook: Callable[[int], None] | None = None  # called with the consume call number
+    rewind_unreadable: bool = False
+    stop_when_drained: bool = True
+    # --- observation
+    calls: list[str] = field(default_factory=list)
+    producers_created: int = 0
+    closed_with_flush: bool | None = None
+
+    def __post_init__(self) -> None:
+        self._assigned: set[Partition] = set()
+        self._position: Offsets = {}
+        self._txn: list[Output] | None = None
+        self._txn_offsets: Offsets = {}
+        self._unflushed: list[_Queued] = []
+        self._doomed = False
+        self._consumes = 0
+        self._polls = 0
+
+    # ------------------------------------------------------------------ setup helpers
+    def add(self, topic: str, partition: int, values: Sequence[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
+        part = self.records.setdefault((topic, partition), [])
+        for value, headers in values:
+            part.append(Message(topic=topic, partition=partition, offset=len(part), key=b"k",
+                                value=value, headers=headers, timestamp=(1, 1_700_000_000_000)))
+
+    def revoke(self, partitions: set[Partition], why: str = "revoked") -> None:
+        self._assigned -= partitions
+        self.on_revoke(frozenset(partitions), why)
+
+    # ------------------------------------------------------------------ Session
+    @property
+    def assignment(self) -> frozenset[Partition]:
+        return frozenset(self._assigned)
+
+    @property
+    def ready(self) -> bool:
+        return self.producers_created > 0
+
+    def start(self) -> bool:
+        self.calls.append("start")
+        self.producers_created += 1
+        self._assigned = set(self.records)
+        self._position = {tp: self.committed.get(tp, 0) for tp in self._assigned}
+        return True
+
+    def _next(self, n: int) -> list[Message]:
+        got: list[Message] = []
+        for tp in sorted(self._assigned):
+            while len(got) < n and self._position[tp] < len(self.records[tp]):
+                got.append(self.records[tp][self._position[tp]])
+                self._position[tp] += 1
+        return got
+
+    def poll(self, timeout: float) -> Message | None:
+        self._polls += 1
+        assert self._polls < 10_000, "the loop does not terminate"
+        got = self._next(1)
+        if not got and self.stop_when_drained:
+            self.stop.set()
+        return got[0] if got else None
+
+    def consume(self, max_records: int, timeout: float) -> list[Message]:
+        self._consumes += 1
+        if self.consume_hook is not None:
+            self.consume_hook(self._consumes)
+        return self._next(max_records)
+
+    def _scripted(self, call: str) -> None:
+        self.calls.append(call)
+        queue = self.fail.get(call)
+        if queue:
+            failure = queue.pop(0)
+            if isinstance(failure, tuple):  # (error, LANDED): the call did its work, then failed
+                self._apply()
+                raise failure[0]
+            raise failure
+
+    def begin(self) -> None:
+        assert self._txn is None, "begin with a transaction open"
+        self._scripted("begin")
+        self._txn, self._txn_offsets, self._doomed = [], {}, False
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any,
+                on_too_large: Callable[[], None] | None = None) -> None:
+        assert self._txn is not None, "produce outside a transaction"
+        self.calls.append("produce")
+        if self.producer_limit is not None and len(value) > self.producer_limit:
+            raise RecordTooLarge(TxnAction.RECREATE, "MSG_SIZE_TOO_LARGE")
+        self._unflushed.append(_Queued(Output(topic, value, key, list(headers)), on_too_large))
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+        batch, self._unflushed = self._unflushed, []
+        if self.broker_limit is not None and any(len(q.out.value) > self.broker_limit for q in batch):
+            self._doomed = True  # the broker refuses the whole record batch
+            for q in batch:
+                if q.on_too_large is not None:
+                    q.on_too_large()
+            return
+        if self._txn is not None:
+            self._txn.extend(q.out for q in batch)
+
+    def send_offsets(self, offsets: Offsets) -> None:
+        self._scripted("send_offsets")
+        self._txn_offsets = dict(offsets)
+
+    def _apply(self) -> None:
+        assert self._txn is not None
+        self.outputs.extend(self._txn)
+        self.committed.update(self._txn_offsets)
+        self._txn = None
+
+    def commit(self) -> None:
+        self.flush()
+        if self._doomed:
+            self.calls.append("commit")
+            raise SessionError(TxnAction.ABORT, "MSG_SIZE_TOO_LARGE: refused by the broker")
+        self._scripted("commit")
+        self._apply()
+
+    def abort(self) -> None:
+        self._scripted("abort")
+        self._txn, self._unflushed = None, []
+
+    def replace_producer(self) -> None:
+        self.calls.append("replace_producer")
+        self.producers_created += 1
+        self._txn, self._unflushed = None, []
+
+    def rewind(self) -> Offsets | None:
+        self.calls.append("rewind")
+        if self.rewind_unreadable:
+            return None
+        for tp in self._assigned:
+            self._position[tp] = self.committed.get(tp, 0)
+        return {tp: self.committed.get(tp, -1001) for tp in self._assigned}
+
+    def update_lag(self) -> None:
+        pass
+
+    def close(self, *, flush: bool) -> None:
+        self.calls.append("close")
+        self.closed_with_flush = flush
