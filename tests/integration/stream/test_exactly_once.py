@@ -145,12 +145,13 @@ def test_exactly_once_across_repeated_sigkill(kafka_bootstrap: str, unique_name,
     txn_id = unique_name("eo-txn")
     done = 0
     kills = 0
-    for n in range(4):
+    for n in range(5):
         proc = Proc(env, txn_id, tmp_path, n)
         # Capped below N: a fast processor may be close to the end already (a target past N
-        # can never be reached); the kill count below still guards the test's point.
-        done = _wait_progress(settings, min(done + rng.randint(200, 2500), N - 1), [proc])
-        time.sleep(rng.uniform(0.0, 0.4))  # land anywhere: mid-collect, mid-produce, mid-commit
+        # can never be reached); the kill count below still guards the test's point. Small
+        # steps: the processor routes ~15,000 records/s, so a kill must follow progress soon.
+        done = _wait_progress(settings, min(done + rng.randint(100, 1200), N - 1), [proc])
+        time.sleep(rng.uniform(0.0, 0.1))  # land anywhere: mid-collect, mid-produce, mid-commit
         proc.kill()
         if committed_total(settings) < N:
             kills += 1
@@ -166,6 +167,9 @@ def test_exactly_once_when_one_of_two_instances_dies(
     kafka_bootstrap: str, unique_name, tmp_path: Path
 ) -> None:
     settings, env, ids = _setup(kafka_bootstrap, unique_name, tmp_path, partitions=4)
+    # Small batches (many transactions, many kill points), and both members still have work
+    # once both own partitions: at full speed one processor routes all 20,000 records first.
+    env = dict(env, HL7_BATCH_MAX_RECORDS="20")
     a = Proc(env, unique_name("eo-a"), tmp_path, 0)
     b = Proc(env, unique_name("eo-b"), tmp_path, 0)
     # Both members must own partitions before one of them dies.
