@@ -45,7 +45,7 @@ def _handler(live: Callable[[], bool], readiness: Readiness) -> type[BaseHTTPReq
         server_version = "hl7-processor"
         sys_version = ""
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -65,7 +65,7 @@ def _handler(live: Callable[[], bool], readiness: Readiness) -> type[BaseHTTPReq
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("metrics http: " + format, *args)
 
     return Handler
@@ -74,7 +74,7 @@ def _handler(live: Callable[[], bool], readiness: Readiness) -> type[BaseHTTPReq
 def _safe(check: Callable[[], bool]) -> bool:
     try:
         return bool(check())
-    except Exception:  # noqa: BLE001 - a failing probe means "no", never a 500
+    except Exception:
         log.exception("liveness check raised")
         return False
 
@@ -84,7 +84,7 @@ def start_metrics_server(
     *,
     live: Callable[[], bool],
     readiness: Readiness,
-    host: str = "0.0.0.0",  # noqa: S104 - Prometheus scrapes remotely; no sensitive data
+    host: str = "0.0.0.0",
 ) -> MetricsServer:
     """Serve on ``host:port`` (port 0 = any free port) from a daemon thread."""
     server = ThreadingHTTPServer((host, port), _handler(live, readiness))

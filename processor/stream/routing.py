@@ -62,9 +62,7 @@ KafkaHeaders = Sequence[tuple[str, bytes | str | None]]
 PRINCIPAL_TYPES = frozenset({"partner", "customer"})
 TRANSPORTS = frozenset({"http", "soap", "mllp", "gateway"})  # SPEC 5 (mllp: SPEC 4a)
 UNKNOWN_PRINCIPAL = "unknown"
-UNREADABLE_HEADERS_DETAIL = (
-    "headers unreadable (a header name is not UTF-8): none carried over or checked"
-)
+UNREADABLE_HEADERS_DETAIL = "headers unreadable (a header name is not UTF-8): none carried over or checked"
 OVERSIZE_DETAIL = (
     "oversize: routed record exceeds the producer's message.max.bytes; "
     "payload and headers omitted (the original stays in the source topic at source_offset)"
@@ -104,7 +102,7 @@ def _routed(*values: Any) -> Routed:
     """``Routed(*values)`` through the slot descriptors (the frozen ``__init__`` costs twice
     as much, once per record); an equal, still frozen instance."""
     obj = _new(Routed)
-    for setter, value in zip(_ROUTED_SET, values):
+    for setter, value in zip(_ROUTED_SET, values, strict=True):
         setter(obj, value)
     return obj
 
@@ -122,9 +120,11 @@ def metadata_problem(raw: RawRecord) -> str | None:
     get = headers.get
     if (  # the usual case, without building lists
         headers.__class__ is dict  # decode_headers saw no name twice (else DecodedHeaders)
-        and _uuid_fullmatch(get(HEADER_INGEST_ID) or "") and get(HEADER_PRINCIPAL_ID)
+        and _uuid_fullmatch(get(HEADER_INGEST_ID) or "")
+        and get(HEADER_PRINCIPAL_ID)
         and is_ip_address_text(get(HEADER_SOURCE_IP))
-        and get(HEADER_PRINCIPAL_TYPE) in PRINCIPAL_TYPES and get(HEADER_TRANSPORT) in TRANSPORTS
+        and get(HEADER_PRINCIPAL_TYPE) in PRINCIPAL_TYPES
+        and get(HEADER_TRANSPORT) in TRANSPORTS
         and parse_epoch_micros(get(HEADER_RECEIVED_AT)) is not None
     ):
         return None
@@ -189,7 +189,10 @@ def _dead_letter(
         value = encode(topics.deadletter, record)
     except Exception as exc:  # noqa: BLE001 - e.g. a header field Avro cannot hold
         reason = Reason.PROCESSING_ERROR
-        detail = f"dead letter for {detail[:200]!s} failed to encode ({type(exc).__name__}); provenance fields dropped"
+        detail = (
+            f"dead letter for {detail[:200]!s} failed to encode ({type(exc).__name__}); "
+            "provenance fields dropped"
+        )
         record = dead_letter_record(
             reason=reason,
             detail=detail,
@@ -237,39 +240,62 @@ def route(
     problem = metadata_problem(raw)
     if problem is not None:
         return _dead_letter(
-            raw, registry, reason=Reason.MISSING_METADATA, detail=problem,
-            header=best_effort_header(raw.value, raw.headers.get(HEADER_CHARSET) or None), **common,
+            raw,
+            registry,
+            reason=Reason.MISSING_METADATA,
+            detail=problem,
+            header=best_effort_header(raw.value, raw.headers.get(HEADER_CHARSET) or None),
+            **common,
         )
     principal_id = raw.headers[HEADER_PRINCIPAL_ID]
     received_at_us = parse_epoch_micros(raw.headers[HEADER_RECEIVED_AT])  # row 1: a valid long
     try:
         decision = decide(
-            registry, principal_id, raw.headers[HEADER_PRINCIPAL_TYPE], raw.value,
+            registry,
+            principal_id,
+            raw.headers[HEADER_PRINCIPAL_TYPE],
+            raw.value,
             raw.headers.get(HEADER_CHARSET) or None,
         )
     except Exception as exc:  # noqa: BLE001 - decide promises not to raise; belt and braces
         return _dead_letter(
-            raw, registry, reason=Reason.PROCESSING_ERROR,
-            detail=f"decision failed ({type(exc).__name__})", header=None, **common,
+            raw,
+            registry,
+            reason=Reason.PROCESSING_ERROR,
+            detail=f"decision failed ({type(exc).__name__})",
+            header=None,
+            **common,
         )
     if not isinstance(decision, Accepted):
         return _dead_letter(
-            raw, registry, reason=Reason(decision.reason), detail=decision.detail,
-            header=decision.header, **common,
+            raw,
+            registry,
+            reason=Reason(decision.reason),
+            detail=decision.detail,
+            header=decision.header,
+            **common,
         )
     try:
-        value = encode(
-            topics.accepted, accepted_record(decision, raw, now_us, received_at_us=received_at_us)
-        )
+        value = encode(topics.accepted, accepted_record(decision, raw, now_us, received_at_us=received_at_us))
     except Exception as exc:  # noqa: BLE001 - one bad record must not stop the partition
         return _dead_letter(
-            raw, registry, reason=Reason.PROCESSING_ERROR,
+            raw,
+            registry,
+            reason=Reason.PROCESSING_ERROR,
             detail=f"accepted record failed to encode ({type(exc).__name__})",
-            header=decision.header, **common,
+            header=decision.header,
+            **common,
         )
     return _routed(
-        "accepted", topics.accepted, raw.key, value, headers, None, "",
-        principal_label(registry, principal_id), received_at_us,
+        "accepted",
+        topics.accepted,
+        raw.key,
+        value,
+        headers,
+        None,
+        "",
+        principal_label(registry, principal_id),
+        received_at_us,
     )
 
 
@@ -287,12 +313,23 @@ def oversize_dead_letter(
     Without it that record would abort every retry of its transaction and stop the
     partition; with it the failure is visible and the original is still in ``hl7.raw``.
     """
-    slim = RawRecord(raw.topic, raw.partition, raw.offset, raw.key, b"", {
-        name: raw.headers[name] for name in REQUIRED_HEADERS if name in raw.headers
-    })
+    slim = RawRecord(
+        raw.topic,
+        raw.partition,
+        raw.offset,
+        raw.key,
+        b"",
+        {name: raw.headers[name] for name in REQUIRED_HEADERS if name in raw.headers},
+    )
     return _dead_letter(
-        slim, registry, reason=Reason.PROCESSING_ERROR, detail=OVERSIZE_DETAIL, header=None,
-        now_us=now_us, topics=topics, encode=encode,
+        slim,
+        registry,
+        reason=Reason.PROCESSING_ERROR,
+        detail=OVERSIZE_DETAIL,
+        header=None,
+        now_us=now_us,
+        topics=topics,
+        encode=encode,
         headers=[(n, v) for n, v in _headers_out(raw, kafka_headers) if n in REQUIRED_HEADERS],
     )
 
@@ -304,8 +341,15 @@ def unreadable_headers_dead_letter(
     all (confluent-kafka refuses a header *name* that is not UTF-8): decision row 1 fails,
     the payload is kept, and no header is carried over (none can be)."""
     return _dead_letter(
-        raw, registry, reason=Reason.MISSING_METADATA, detail=UNREADABLE_HEADERS_DETAIL,
-        header=best_effort_header(raw.value), now_us=now_us, topics=topics, encode=encode, headers=[],
+        raw,
+        registry,
+        reason=Reason.MISSING_METADATA,
+        detail=UNREADABLE_HEADERS_DETAIL,
+        header=best_effort_header(raw.value),
+        now_us=now_us,
+        topics=topics,
+        encode=encode,
+        headers=[],
     )
 
 
@@ -316,7 +360,13 @@ def unroutable_dead_letter(
     dead letter with the payload and no headers, so the partition still moves on."""
     slim = RawRecord(raw.topic, raw.partition, raw.offset, raw.key, raw.value, {})
     return _dead_letter(
-        slim, registry, reason=Reason.PROCESSING_ERROR,
+        slim,
+        registry,
+        reason=Reason.PROCESSING_ERROR,
         detail=f"routing failed ({type(error).__name__}); headers not carried over",
-        header=None, now_us=now_us, topics=topics, encode=encode, headers=[],
+        header=None,
+        now_us=now_us,
+        topics=topics,
+        encode=encode,
+        headers=[],
     )
