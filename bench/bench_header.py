@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from processor.errors import Msh4Error
 from processor.hl7.charset import codec_for
-from processor.hl7.header import _new_header, read_header
+from processor.hl7.header import MshHeader, read_header
 from processor.hl7.msh4 import Msh4Aliases, parse_msh4
 from tests.corpus import load, names, seed_message
 
@@ -56,7 +56,7 @@ def floor(data: bytes) -> object:
     """Interface floor: split + decode + the two result objects, no validation at all."""
     i = data.find(b"MSH")
     f = data[i : data.find(b"\r", i)].decode("ascii", "replace").split(chr(data[i + 3]))
-    header = _new_header(*f[:23], *_FILL[: max(0, 23 - len(f))])
+    header = MshHeader(*f[:23], *_FILL[: max(0, 23 - len(f))])
     return header, Msh4Aliases(f[3], f[3], False)
 
 

@@ -12,12 +12,13 @@ import importlib
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from processor import __version__
 
-__all__ = ["build_parser", "main", "LOG_LEVELS", "JsonLogFormatter", "configure_logging"]
+__all__ = ["build_parser", "command_failure", "main", "LOG_LEVELS", "JsonLogFormatter", "configure_logging"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -228,37 +229,54 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Whatever ends a command with an exception is reported the same way:
+    one ``hl7-processor: <text>`` line on stderr and exit 2 for unusable input or
+    configuration, 1 for a failure at run time (:func:`command_failure`); the traceback of
+    an unexpected exception only with ``--log-level DEBUG``."""
     args = build_parser().parse_args(argv)
     try:
         configure_logging(args.log_level, _log_format())
         return int(_resolve(args.handler)(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # configuration problems: one clear line and exit 2, no traceback
-        message = configuration_problem(exc)
-        if message is None:
-            raise
-        print(f"hl7-processor: {message}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - the command line's boundary: one line, an exit status
+        status, text, expected = command_failure(exc)
+        if not expected:
+            if args.log_level == "DEBUG":
+                traceback.print_exception(exc, file=sys.stderr)
+            else:
+                text += "; --log-level DEBUG shows the traceback"
+        print(f"hl7-processor: {text}", file=sys.stderr)
+        return status
 
 
-def configuration_problem(exc: BaseException) -> str | None:
-    """The one-line text for a configuration error (bad ``HL7_*`` value, missing setting,
-    Kafka not reachable), ``None`` for anything else. Names settings and the rule broken,
-    never the value."""
+def command_failure(exc: BaseException) -> tuple[int, str, bool]:
+    """``(exit status, one-line text, expected)`` for an exception that ended a command.
+
+    Expected: the package's own errors (:mod:`processor.errors`; exit 2 or 1 as the class
+    says) and invalid ``HL7_*`` values (exit 2; the text names the variable and the rule
+    broken, never the value). Anything else is unexpected: exit 1, the type name only (its
+    text might quote data)."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from processor.errors import ConfigError, KafkaUnavailable
+    from processor.errors import GatewayError
 
-    if isinstance(exc, (ConfigError, KafkaUnavailable)):
-        return str(exc)
+    if isinstance(exc, GatewayError):
+        return exc.exit_status, _one_line(str(exc)) or type(exc).__name__, True
     if isinstance(exc, ValidationError):
         problems = [
             f"HL7_{str(error['loc'][0]).upper() if error['loc'] else '?'}: {error['msg']}"
             for error in exc.errors(include_url=False, include_input=False)
         ]
-        return "invalid configuration: " + "; ".join(problems)
-    return None
+        return 2, "invalid configuration: " + "; ".join(problems), True
+    if isinstance(exc, SettingsError):  # e.g. a .env file that cannot be read
+        return 2, f"invalid configuration: {_one_line(str(exc))}", True
+    return 1, f"unexpected error: {type(exc).__name__}", False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -1,27 +1,45 @@
 """Settings from ``HL7_*`` environment variables (and an optional ``.env`` file).
 
-Any ``HL7_KAFKA_<NAME>`` variable other than ``HL7_KAFKA_BOOTSTRAP_SERVERS`` is
-passed to librdkafka as ``<name>`` with ``_`` turned into ``.``, so SASL and TLS
-need no code: ``HL7_KAFKA_SASL_MECHANISM=SCRAM-SHA-512`` -> ``sasl.mechanism``.
+Built once when a command starts (:func:`load_settings`) and passed down: this module is
+the only place that reads ``HL7_*`` variables.
+
+Any ``HL7_KAFKA_<NAME>`` variable that is not a setting of its own (such as
+``HL7_KAFKA_BOOTSTRAP_SERVERS``) is passed to librdkafka as ``<name>`` with ``_`` turned
+into ``.``, so SASL and TLS need no code: ``HL7_KAFKA_SASL_MECHANISM=SCRAM-SHA-512`` ->
+``sasl.mechanism``. ``HL7_SCHEMA_REGISTRY_<NAME>`` likewise goes to the schema registry
+client. Both maps are read with the other settings, from the same environment and
+``.env`` file, into ``Settings.kafka_extra`` and ``Settings.schema_registry_extra``.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource
 
-__all__ = ["Settings", "kafka_passthrough", "load_settings", "schema_registry_passthrough"]
+from processor.errors import ConfigError
+
+__all__ = [
+    "Settings",
+    "kafka_passthrough",
+    "load_settings",
+    "require",
+    "schema_registry_passthrough",
+]
 
 MIB = 1024 * 1024
-_PASSTHROUGH_PREFIX = "HL7_KAFKA_"
-_NOT_PASSTHROUGH = {"HL7_KAFKA_BOOTSTRAP_SERVERS"}
-_SR_PASSTHROUGH_PREFIX = "HL7_SCHEMA_REGISTRY_"
+_KAFKA_PREFIX = "HL7_KAFKA_"
+_SCHEMA_REGISTRY_PREFIX = "HL7_SCHEMA_REGISTRY_"
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+
+# A map of pass-through settings: filled from the variables, never parsed from one variable.
+PassThrough = Annotated[dict[str, str], NoDecode]
 
 
 def _default_transactional_id() -> str:
@@ -100,52 +118,119 @@ class Settings(BaseSettings):
     batch_max_ms: int = 100
     transaction_timeout_ms: int = 60_000
 
+    # Pass-through (module docstring): librdkafka and schema registry client settings from
+    # the other HL7_KAFKA_* / HL7_SCHEMA_REGISTRY_* variables, read when Settings is built.
+    # Given explicitly (load_settings(kafka_extra={...})), a map replaces the environment's.
+    kafka_extra: PassThrough = Field(default_factory=dict)
+    schema_registry_extra: PassThrough = Field(default_factory=dict)
+
+    # Where the Avro schema files are read from; unset: the package's processor/schemas/.
+    schemas_dir: Path | None = None
+    # The local development broker (`hl7-processor kafka`, `run` without Kafka, tests): its
+    # jar cache (unset: $XDG_CACHE_HOME or ~/.cache, then hl7-gateway/kafka-<version>), the
+    # Maven repository the jars come from, and its log4j level.
+    local_kafka_cache: Path | None = None
+    maven_repository: str = MAVEN_CENTRAL
+    local_kafka_log_level: str = "WARN"
+
     @property
     def trusted_proxy_list(self) -> list[str]:
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources (constructor arguments, environment, ``.env``), plus the
+        pass-through maps taken from the variables the environment and ``.env`` sources read."""
+        passthrough = _PassThroughSource(settings_cls, init_settings, env_settings, dotenv_settings)
+        return init_settings, passthrough, env_settings, dotenv_settings, file_secret_settings
 
-def _environment() -> dict[str, str]:
-    """The ``.env`` file's variables (if the file exists) overridden by the real environment,
-    the same precedence ``Settings`` applies to its declared fields."""
-    from dotenv import dotenv_values
 
-    merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
-    merged.update(os.environ)
-    return merged
+def _own_names(prefix: str) -> frozenset[str]:
+    """The ``HL7_*`` names of the settings under ``prefix``: never passed through."""
+    return frozenset(
+        f"HL7_{name.upper()}" for name in Settings.model_fields if f"HL7_{name.upper()}".startswith(prefix)
+    )
+
+
+def _passthrough(prefix: str, variables: Mapping[str, str]) -> dict[str, str]:
+    own = _own_names(prefix)
+    out: dict[str, str] = {}
+    for name, value in variables.items():
+        upper = name.upper()
+        if upper.startswith(prefix) and upper not in own:
+            key = upper[len(prefix) :].lower().replace("_", ".")
+            if key:
+                out[key] = value
+    return out
 
 
 def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """librdkafka settings from ``HL7_KAFKA_*`` variables (SASL, TLS, ...), from the
-    environment or the ``.env`` file."""
-    env = _environment() if environ is None else environ
-    out: dict[str, str] = {}
-    for name, value in env.items():
-        upper = name.upper()
-        if upper.startswith(_PASSTHROUGH_PREFIX) and upper not in _NOT_PASSTHROUGH:
-            key = upper[len(_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
-            if key:
-                out[key] = value
-    return out
+    """librdkafka settings from the ``HL7_KAFKA_*`` variables in ``environ`` that are not
+    settings of their own: ``HL7_KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``.
+
+    Without ``environ`` (deprecated, for callers not moved yet): ``load_settings().kafka_extra``,
+    i.e. a second Settings built; use the ``kafka_extra`` of the Settings already built."""
+    if environ is None:
+        return load_settings().kafka_extra
+    return _passthrough(_KAFKA_PREFIX, environ)
 
 
-def schema_registry_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Schema registry client settings from ``HL7_SCHEMA_REGISTRY_*`` variables other than
-    the gateway's own (``_URL``, ``_AUTO_REGISTER``), from the environment or the ``.env``
-    file: ``HL7_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` -> ``basic.auth.user.info``,
+def schema_registry_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
+    """Schema registry client settings from the ``HL7_SCHEMA_REGISTRY_*`` variables in
+    ``environ`` other than the gateway's own (``_URL``, ``_AUTO_REGISTER``):
+    ``HL7_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` -> ``basic.auth.user.info``,
     ``HL7_SCHEMA_REGISTRY_SSL_CA_LOCATION`` -> ``ssl.ca.location``. Values stay strings."""
-    env = _environment() if environ is None else environ
-    own = {f"HL7_{name.upper()}" for name in Settings.model_fields if name.startswith("schema_registry_")}
-    out: dict[str, str] = {}
-    for name, value in env.items():
-        upper = name.upper()
-        if upper.startswith(_SR_PASSTHROUGH_PREFIX) and upper not in own:
-            key = upper[len(_SR_PASSTHROUGH_PREFIX) :].lower().replace("_", ".")
-            if key:
-                out[key] = value
-    return out
+    return _passthrough(_SCHEMA_REGISTRY_PREFIX, environ)
+
+
+class _PassThroughSource(PydanticBaseSettingsSource):
+    """``kafka_extra`` and ``schema_registry_extra`` from the variables the environment
+    and ``.env`` sources have read (the environment wins, as for every setting), unless
+    given as constructor arguments."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init: PydanticBaseSettingsSource,
+        env: PydanticBaseSettingsSource,
+        dotenv: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._given = set(init.init_kwargs) if isinstance(init, InitSettingsSource) else set()
+        self._sources = (dotenv, env)  # later wins
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds both maps at once
+
+    def __call__(self) -> dict[str, Any]:
+        variables: dict[str, str] = {}
+        for source in self._sources:
+            if isinstance(source, EnvSettingsSource):  # DotEnvSettingsSource is one too
+                variables.update((k, v) for k, v in source.env_vars.items() if v is not None)
+        maps = {
+            "kafka_extra": _passthrough(_KAFKA_PREFIX, variables),
+            "schema_registry_extra": _passthrough(_SCHEMA_REGISTRY_PREFIX, variables),
+        }
+        return {name: value for name, value in maps.items() if name not in self._given}
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def require(settings: Settings, *names: str) -> None:
+    """``ConfigError`` naming the ``HL7_*`` variable of each setting in ``names`` that is
+    unset, e.g. ``require(settings, "kafka_bootstrap_servers", "registry_file")``."""
+    missing = [f"HL7_{name.upper()}" for name in names if not getattr(settings, name)]
+    if len(missing) == 1:
+        raise ConfigError(f"{missing[0]} is not set")
+    if missing:
+        raise ConfigError(f"{', '.join(missing[:-1])} and {missing[-1]} are not set")

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from processor.avro.raw import HEADER_CHARSET, HEADER_PRINCIPAL_TYPE, RawRecord
 from processor.config import Settings
 from processor.decision import Rejected, decide
 from processor.errors import KafkaUnavailable
+from processor.raw import HEADER_CHARSET, HEADER_PRINCIPAL_TYPE, RawRecord
 from processor.reasons import Reason
 from processor.registry.model import Registry
 
@@ -209,7 +209,7 @@ class DeadLetterReplayer:
     ) -> ScanResult:
         """Dead letters meeting the criteria, not yet replayed, and (with a registry)
         acceptable under it now; ``registry=None`` skips that check (forced replay)."""
-        from processor.avro.codec import UndecodableValue
+        from processor.errors import UndecodableValue
         from processor.kafka.topic_reader import position, read_to_end
 
         done = self.replayed()

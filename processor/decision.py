@@ -12,8 +12,8 @@ taken from the message, known or not.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
 
 from processor.errors import MalformedHl7, Msh4Error
 from processor.hl7.charset import payload_decodes
@@ -103,15 +103,28 @@ def decide(
 
 _PRINCIPAL_TYPES: dict[object, PrincipalType] = {t.value: t for t in PrincipalType}
 
-# Rows 5-11 depend only on (registry, principal, MSH-4.1): remembered per registry
-# object (immutable; a reload makes a new one, so a new memo), bounded, cleared when
-# full. One (registry, memo) pair swapped as a whole, so concurrent callers with
-# different registries never share a memo. The principal is part of the key: a legacy
-# customer value (row 6) stands for the sender's own alias, so the same MSH-4.1 from
-# two customers has two outcomes.
-_MEMO_MAX = 4096
-_MEMO_MAX_KEY = 128
-_memo: tuple[Registry | None, dict[tuple[str, PrincipalType, str], tuple[Any, ...]]] = (None, {})
+
+@dataclass(frozen=True, slots=True)
+class RowsPassed:
+    """Rows 5-11 passed: who connected and who owns the data."""
+
+    connecting_customer_id: str
+    connecting_alias: str
+    data_controller_id: str
+    data_controller_alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowsFailed:
+    """The first of rows 5-11 that failed, with the ids resolved before it failed."""
+
+    reason: Reason
+    detail: str
+    connecting_customer_id: str | None = None
+    data_controller_id: str | None = None
+
+
+RowsOutcome = RowsPassed | RowsFailed
 
 
 def _decide(
@@ -122,7 +135,6 @@ def _decide(
     version: str,
     default_charset: str | None = None,
 ) -> Decision:
-    global _memo
     # Row 2: the principal exists, with this type.
     ptype = _PRINCIPAL_TYPES.get(principal_type) if principal_type.__class__ is str else None
     if ptype is None:
@@ -163,101 +175,93 @@ def _decide(
         return Rejected(Reason.MALFORMED_HL7, detail, version, header)
     # Rows 5-11
     namespace_id = header.msh4_namespace_id
-    owner, memo = _memo
-    if owner is not registry:
-        owner, memo = registry, {}
-        _memo = (owner, memo)
-    key = (principal_id, ptype, namespace_id)
-    outcome = memo.get(key)
-    if outcome is None:
+    if len(namespace_id) <= _CACHED_MAX_KEY:
+        outcome = _rows_5_to_11_cached(registry, principal_id, ptype, namespace_id)
+    else:
         outcome = _rows_5_to_11(registry, principal, ptype, namespace_id)
-        if len(namespace_id) <= _MEMO_MAX_KEY:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            memo[key] = outcome
-    if outcome[0] is Accepted:
-        return _accepted(header, outcome[1], outcome[2], outcome[3], outcome[4], version)
-    return Rejected(outcome[1], outcome[2], version, header, outcome[3], outcome[4])
-
-
-_new = object.__new__
-_setters = tuple(Accepted.__dict__[f.name].__set__ for f in fields(Accepted))
-if tuple(f.name for f in fields(Accepted)) != (
-    "header",
-    "connecting_customer_id",
-    "connecting_alias",
-    "data_controller_id",
-    "data_controller_alias",
-    "registry_version",
-):  # pragma: no cover
-    raise ImportError("Accepted fields and _accepted are out of step")
-_set_h, _set_cid, _set_ca, _set_did, _set_da, _set_v = _setters
-
-
-def _accepted(header: MshHeader, cid: str, calias: str, did: str, dalias: str, version: str) -> Accepted:
-    """``Accepted(...)`` through the slot descriptors: the frozen ``__init__`` costs twice as much."""
-    obj = _new(Accepted)
-    _set_h(obj, header)
-    _set_cid(obj, cid)
-    _set_ca(obj, calias)
-    _set_did(obj, did)
-    _set_da(obj, dalias)
-    _set_v(obj, version)
-    return obj
+    if isinstance(outcome, RowsPassed):
+        return Accepted(
+            header,
+            outcome.connecting_customer_id,
+            outcome.connecting_alias,
+            outcome.data_controller_id,
+            outcome.data_controller_alias,
+            version,
+        )
+    return Rejected(
+        outcome.reason,
+        outcome.detail,
+        version,
+        header,
+        outcome.connecting_customer_id,
+        outcome.data_controller_id,
+    )
 
 
 def _rows_5_to_11(
     registry: Registry, principal: Principal, ptype: PrincipalType, namespace_id: str
-) -> tuple[Any, ...]:
-    """``(Accepted, connecting id, alias, controller id, alias)`` or
-    ``(Rejected, reason, detail, connecting id | None, controller id | None)``."""
+) -> RowsOutcome:
+    """Rows 5-11 for a principal that passed rows 2-3: they depend on nothing else."""
     # Rows 5-6 (a customer's plain MSH-4.1 stands for its own alias, twice)
     try:
         aliases = parse_msh4(
             namespace_id, customer_principal=ptype is PrincipalType.CUSTOMER, own_alias=principal.alias
         )
     except Msh4Error as exc:
-        return (Rejected, exc.reason, exc.detail[:200], None, None)
-    a_alias, b_alias = aliases.connecting_alias, aliases.data_controller_alias
+        return RowsFailed(exc.reason, exc.detail[:200])
     # Row 7
-    connecting = registry.customer_by_alias(a_alias)
+    connecting = registry.customer_by_alias(aliases.connecting_alias)
     if connecting is None:
-        return (
-            Rejected,
-            Reason.UNKNOWN_CONNECTING_ALIAS,
-            "connecting alias is not a known customer",
-            None,
-            None,
-        )
+        return RowsFailed(Reason.UNKNOWN_CONNECTING_ALIAS, "connecting alias is not a known customer")
     # Row 8
-    controller = registry.customer_by_alias(b_alias)
+    controller = registry.customer_by_alias(aliases.data_controller_alias)
     if controller is None:
-        return (
-            Rejected,
+        return RowsFailed(
             Reason.UNKNOWN_DATA_CONTROLLER_ALIAS,
             "data controller alias is not a known customer",
             connecting.id,
-            None,
         )
-
-    def reject(reason: Reason, detail: str) -> tuple[Any, ...]:
-        return (Rejected, reason, detail, connecting.id, controller.id)
-
     # Row 9
     inactive = [c.id for c in _distinct(connecting, controller) if not c.active]
     if inactive:
-        return reject(Reason.CUSTOMER_NOT_ACTIVE, f"customer {', '.join(inactive)} is not active")
+        return RowsFailed(
+            Reason.CUSTOMER_NOT_ACTIVE,
+            f"customer {', '.join(inactive)} is not active",
+            connecting.id,
+            controller.id,
+        )
     # Row 10
     failed = _row10(principal, connecting)
     if failed is not None:
-        return reject(*failed)
+        return RowsFailed(*failed, connecting.id, controller.id)
     # Row 11
     if connecting.id != controller.id and connecting.id not in controller.authorised_connectors:
-        return reject(
+        return RowsFailed(
             Reason.DELEGATION_NOT_AUTHORISED,
             f"customer {controller.id} has not authorised {connecting.id} to send its data",
+            connecting.id,
+            controller.id,
         )
-    return (Accepted, connecting.id, connecting.alias, controller.id, controller.alias)
+    return RowsPassed(connecting.id, connecting.alias, controller.id, controller.alias)
+
+
+# Rows 5-11 remembered per (registry object, principal, MSH-4.1): a sender uses a few
+# MSH-4.1 values, so almost every message is a hit. The registry is keyed by identity
+# (it is immutable; a reload makes a new object, whose entries are then computed afresh
+# while the old ones age out). The principal is part of the key: a legacy customer value
+# (row 6) stands for the sender's own alias, so the same MSH-4.1 from two customers has
+# two outcomes. Longer MSH-4.1 values (sender-controlled) are not cached.
+_CACHED_MAX_KEY = 128
+
+
+@lru_cache(maxsize=4096)
+def _rows_5_to_11_cached(
+    registry: Registry, principal_id: str, ptype: PrincipalType, namespace_id: str
+) -> RowsOutcome:
+    principal = registry.principal(principal_id, ptype)
+    if principal is None:  # pragma: no cover - rows 2-3 found it in this (immutable) registry
+        raise LookupError("principal not in registry")
+    return _rows_5_to_11(registry, principal, ptype, namespace_id)
 
 
 def _distinct(a: Customer, b: Customer) -> tuple[Customer, ...]:

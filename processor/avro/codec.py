@@ -32,7 +32,7 @@ writer, trailing-byte checks); it is not on the hot path.
 
 The registry client comes from ``HL7_SCHEMA_REGISTRY_URL`` (which may carry
 ``user:password@`` for HTTP Basic auth) plus every other ``HL7_SCHEMA_REGISTRY_<NAME>``
-as ``<name>`` (:func:`processor.config.schema_registry_passthrough`). ``mock://`` URLs
+as ``<name>`` (``Settings.schema_registry_extra``). ``mock://`` URLs
 get confluent-kafka's in-memory registry (confluent-kafka 2.7+; tests only).
 
 ``decode`` dispatches on the first byte, so it reads both formats. The writer schema
@@ -58,14 +58,22 @@ import fastavro
 from fastavro.schema import expand_schema
 from fastavro.validation import validate as _validate
 
-from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, AvroSchema, load_schema, schema_from_json
-from processor.errors import ConfigError, GatewayError
+from processor.avro.schemas import (
+    ACCEPTED_MESSAGE,
+    DEAD_LETTER,
+    AvroSchema,
+    load_schema,
+    schema_from_json,
+    schemas_dir,
+)
+from processor.errors import AvroEncodeError, ConfigError, SchemaRegistryUnavailable, UndecodableValue
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from processor.config import Settings
 
+# AvroEncodeError, UndecodableValue and SchemaRegistryUnavailable live in processor.errors.
 __all__ = [
     "SINGLE_OBJECT_MAGIC",
     "CONFLUENT_MAGIC",
@@ -105,19 +113,6 @@ _NUMERIC_CLIENT_KEYS = frozenset(
 )
 
 
-class AvroEncodeError(GatewayError, ValueError):
-    """A record does not match its topic's schema (names the fields, never their values)."""
-
-
-class UndecodableValue(GatewayError, ValueError):
-    """Bytes that are not an Avro value this codec can read."""
-
-
-class SchemaRegistryUnavailable(ConfigError):
-    """The schema registry refused or could not answer a registration or look-up at start-up
-    (incompatible schema, unreachable, unauthorised): a configuration problem, exit 2."""
-
-
 def _number(value: str) -> int | float | str:
     try:
         return int(value)
@@ -128,20 +123,19 @@ def _number(value: str) -> int | float | str:
             return value  # the client names the setting and the type it wants
 
 
-def registry_client_config(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def registry_client_config(settings: Settings) -> dict[str, Any]:
     """The ``SchemaRegistryClient`` configuration: ``HL7_SCHEMA_REGISTRY_*`` pass-through
-    settings, then ``url`` from ``HL7_SCHEMA_REGISTRY_URL`` (not overridable)."""
-    from processor.config import schema_registry_passthrough
-
+    settings (``settings.schema_registry_extra``), then ``url`` from
+    ``HL7_SCHEMA_REGISTRY_URL`` (not overridable)."""
     conf: dict[str, Any] = {
         key: _number(value) if key in _NUMERIC_CLIENT_KEYS else value
-        for key, value in schema_registry_passthrough(environ).items()
+        for key, value in settings.schema_registry_extra.items()
     }
     conf["url"] = settings.schema_registry_url
     return conf
 
 
-def registry_client(settings: Settings, environ: Mapping[str, str] | None = None) -> SchemaRegistryClient:
+def registry_client(settings: Settings) -> SchemaRegistryClient:
     """A client for ``HL7_SCHEMA_REGISTRY_URL``; ConfigError (without secrets) if it cannot be built.
 
     The constructor, not ``SchemaRegistryClient.new_client`` (confluent-kafka 2.7+), except
@@ -149,7 +143,7 @@ def registry_client(settings: Settings, environ: Mapping[str, str] | None = None
     """
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    conf = registry_client_config(settings, environ)
+    conf = registry_client_config(settings)
     url = str(conf["url"] or "")
     try:
         if url.startswith("mock://"):
@@ -230,8 +224,8 @@ class AvroCodec:
         """The gateway's codec: accepted/dead-letter topics, registry from HL7_SCHEMA_REGISTRY_URL
         (+ pass-through settings), auto-registration from HL7_SCHEMA_REGISTRY_AUTO_REGISTER."""
         topic_schemas = {
-            settings.topic_accepted: load_schema(ACCEPTED_MESSAGE),
-            settings.topic_deadletter: load_schema(DEAD_LETTER),
+            settings.topic_accepted: load_schema(ACCEPTED_MESSAGE, schemas_dir(settings.schemas_dir)),
+            settings.topic_deadletter: load_schema(DEAD_LETTER, schemas_dir(settings.schemas_dir)),
         }
         if registry is None and settings.schema_registry_url:
             registry = registry_client(settings)

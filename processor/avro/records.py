@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from processor.avro.raw import (
+from processor.raw import (
     HEADER_INGEST_ID,
     HEADER_PRINCIPAL_ID,
     HEADER_PRINCIPAL_TYPE,

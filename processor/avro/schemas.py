@@ -2,8 +2,8 @@
 
 Schema files are package data, ``processor/schemas/*.avsc`` (the repository's top-level
 ``schemas/`` is a symlink to that directory), read through :mod:`importlib.resources` so a
-wheel installed anywhere finds them. The environment variable ``HL7_SCHEMAS_DIR`` names
-another directory to read them from instead (for testing new versions).
+wheel installed anywhere finds them. The setting ``HL7_SCHEMAS_DIR`` (``Settings.schemas_dir``)
+names another directory to read them from instead (for testing new versions).
 
 Each schema is parsed once (fastavro) and carries its Parsing Canonical Form and the
 CRC-64-AVRO fingerprint used by single-object encoding. The canonical form follows
@@ -14,7 +14,6 @@ defaults are stripped, so a ``timestamp-micros`` field is just ``"long"``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -41,7 +40,7 @@ __all__ = [
 
 ACCEPTED_MESSAGE = "accepted_message"
 DEAD_LETTER = "dead_letter"
-SCHEMAS_DIR_ENV = "HL7_SCHEMAS_DIR"
+SCHEMAS_DIR_ENV = "HL7_SCHEMAS_DIR"  # the variable behind Settings.schemas_dir, named in errors
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,14 +82,13 @@ def schema_from_json(schema: str | Mapping[str, Any]) -> AvroSchema:
     )
 
 
-def schemas_dir(environ: Mapping[str, str] | None = None) -> Traversable:
-    """``$HL7_SCHEMAS_DIR`` if set, else the package's ``processor/schemas/`` (package data).
+def schemas_dir(configured: str | Path | None = None) -> Traversable:
+    """``configured`` (``Settings.schemas_dir``, from ``HL7_SCHEMAS_DIR``) if given, else the
+    package's ``processor/schemas/`` (package data).
 
     For a package on the file system (checkout, editable or wheel install) the
     result is a :class:`pathlib.Path`.
     """
-    env = os.environ if environ is None else environ
-    configured = env.get(SCHEMAS_DIR_ENV)
     if configured:
         return Path(configured)
     return files("processor") / "schemas"

@@ -6,13 +6,13 @@ created through ``AdminClient.create_acls`` on the cluster of ``HL7_KAFKA_BOOTST
 (credentials from ``HL7_KAFKA_*``: a super user, or a principal with ALTER on the
 cluster). Creating an ACL that exists already is not an error.
 
-Exit codes: 0 done; 1 Kafka refused or did not answer; 2 unusable configuration.
+Exit codes: 0 done; 1 Kafka refused or did not answer; 2 unusable configuration
+(``processor.cli`` reports both).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
@@ -26,7 +26,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from processor.config import Settings, load_settings
+from processor.config import Settings, load_settings, require
+from processor.errors import CommandFailed
 from processor.kafka.acls import (
     Principals,
     RoleAcl,
@@ -128,15 +129,13 @@ def main(args: argparse.Namespace) -> int:
         if not shell:
             print("dry run: nothing applied (add --apply to create these ACLs)")
         return 0
+    require(settings, "kafka_bootstrap_servers")
     try:
         results = apply_acls(settings, rows)
     except (KafkaException, TimeoutError) as exc:
-        print(
-            f"hl7-processor: acls: cannot create the ACLs on Kafka at {settings.kafka_bootstrap_servers}: "
-            f"{_error_text(exc)}",
-            file=sys.stderr,
-        )
-        return 1
+        raise CommandFailed(
+            f"acls: cannot create the ACLs on Kafka at {settings.kafka_bootstrap_servers}: {_error_text(exc)}"
+        ) from None
     print(_report(results))
     created = sum(1 for state, _ in results if state == "created")
     existed = sum(1 for state, _ in results if state == "exists")

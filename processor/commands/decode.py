@@ -12,7 +12,10 @@ plus Kafka metadata:
 Avro ``bytes`` (``payload``) are base64 (standard alphabet, padded); timestamp fields
 are ISO-8601 UTC strings with microseconds, e.g. ``2026-11-27T10:43:44.123456Z``;
 enums are their symbol names. Values that cannot be decoded are reported on stderr
-(partition, offset, cause) and skipped; the exit status is then 1.
+(partition, offset, cause) and skipped; the exit status is then 1. Unusable options or
+settings, or a topic / partition / offset that is not there, end the command with one
+``hl7-processor: decode: ...`` line and exit 2; a fatal Kafka error with exit 1
+(``processor.cli``).
 
 Stops after ``--max`` records, or when no record arrived for ``--timeout`` seconds;
 with ``--follow`` it keeps waiting for new records until SIGINT or SIGTERM (exit 0).
@@ -53,9 +56,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from processor.avro.codec import AvroCodec, UndecodableValue
-from processor.config import load_settings
-from processor.errors import ConfigError
+from processor.avro.codec import AvroCodec
+from processor.config import load_settings, require
+from processor.errors import CommandFailed, InputError, KafkaUnavailable, UndecodableValue
 
 __all__ = ["main", "json_value", "json_line", "parse_time"]
 
@@ -196,25 +199,20 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     try:
         options = _options(args)
     except ValueError as exc:
-        print(f"decode: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(f"decode: {exc}") from None
     settings = load_settings()
+    require(settings, "kafka_bootstrap_servers")
     if options.reasons and topic == settings.topic_accepted:
-        print(f"decode: --reason applies to dead letters; {topic} holds accepted messages", file=sys.stderr)
-        return 2
-    try:
-        codec = AvroCodec.from_settings(settings, register=False)
-        conf = consumer_config(
-            settings,
-            **{
-                "group.id": f"hl7-decode-{uuid.uuid4().hex}",
-                "enable.partition.eof": False,
-                "client.id": "hl7-processor-decode",
-            },
-        )
-    except ConfigError as exc:
-        print(f"decode: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(f"decode: --reason applies to dead letters; {topic} holds accepted messages")
+    codec = AvroCodec.from_settings(settings, register=False)
+    conf = consumer_config(
+        settings,
+        **{
+            "group.id": f"hl7-decode-{uuid.uuid4().hex}",
+            "enable.partition.eof": False,
+            "client.id": "hl7-processor-decode",
+        },
+    )
 
     from tqdm import tqdm
 
@@ -225,20 +223,15 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         topic_meta = metadata.topics.get(topic)
         if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
             cause = topic_meta.error.str() if topic_meta is not None and topic_meta.error else "no partitions"
-            print(f"decode: topic {topic} unavailable: {cause}", file=sys.stderr)
-            return 2
+            raise InputError(f"decode: topic {topic} unavailable: {cause}")
         partitions = sorted(topic_meta.partitions)
         if options.partition is not None:
             if options.partition not in topic_meta.partitions:
-                print(
-                    f"decode: topic {topic} has no partition {options.partition} (it has {len(partitions)})",
-                    file=sys.stderr,
+                raise InputError(
+                    f"decode: topic {topic} has no partition {options.partition} (it has {len(partitions)})"
                 )
-                return 2
             partitions = [options.partition]
         start = _start_offsets(consumer, topic, partitions, options)
-        if start is None:
-            return 2
         progress = _progress_wanted(options, stdout)
         total = _remaining(consumer, topic, start) if progress else None
         if total is not None and limit is not None and not (options.reasons or options.principals):
@@ -273,9 +266,9 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    print(f"decode: Kafka error: {error.str()}", file=sys.stderr)
                     if error.fatal():
-                        return 1
+                        raise CommandFailed(f"decode: fatal Kafka error: {error.str()}")
+                    print(f"decode: Kafka error: {error.str()}", file=sys.stderr)  # and reading goes on
                     continue
                 last_record = time.monotonic()
                 bar.update(1)
@@ -306,13 +299,14 @@ def main(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
             file=sys.stderr,
         )
     log.info("decode: %d records printed, %d filtered out, %d undecodable", printed, skipped, failed)
-    return 1 if failed else 0
+    if failed:
+        raise CommandFailed(f"decode: {failed} value(s) could not be decoded (skipped, each named above)")
+    return 0
 
 
-def _start_offsets(
-    consumer: Any, topic: str, partitions: list[int], options: _Options
-) -> dict[int, int] | None:
-    """Where each partition starts (``None`` after an error on stderr: exit 2)."""
+def _start_offsets(consumer: Any, topic: str, partitions: list[int], options: _Options) -> dict[int, int]:
+    """Where each partition starts. ``InputError`` for an offset past the end,
+    ``KafkaUnavailable`` when Kafka cannot tell (both exit 2)."""
     from confluent_kafka import KafkaException, TopicPartition
 
     if options.offset is not None:
@@ -322,14 +316,13 @@ def _start_offsets(
                 TopicPartition(topic, partition), timeout=_METADATA_TIMEOUT_SECONDS
             )
         except KafkaException as exc:
-            print(f"decode: cannot look up partition {partition}: {exc.args[0].str()}", file=sys.stderr)
-            return None
+            raise KafkaUnavailable(
+                f"decode: cannot look up partition {partition}: {exc.args[0].str()}"
+            ) from None
         if options.offset > high:
-            print(
-                f"decode: offset {options.offset} is beyond the end of partition {partition} ({high})",
-                file=sys.stderr,
+            raise InputError(
+                f"decode: offset {options.offset} is beyond the end of partition {partition} ({high})"
             )
-            return None
         if options.offset < low:
             print(
                 f"decode: offset {options.offset} of partition {partition} is gone (retention); "
@@ -345,16 +338,15 @@ def _start_offsets(
                 [TopicPartition(topic, p, ms) for p in partitions], timeout=_METADATA_TIMEOUT_SECONDS
             )
         except KafkaException as exc:
-            print(f"decode: cannot look up offsets for --since: {exc.args[0].str()}", file=sys.stderr)
-            return None
+            raise KafkaUnavailable(
+                f"decode: cannot look up offsets for --since: {exc.args[0].str()}"
+            ) from None
         problems = [tp for tp in found if tp.error is not None]
         if problems:
-            print(
+            raise KafkaUnavailable(
                 f"decode: cannot look up offsets for --since in partition {problems[0].partition}: "
-                f"{problems[0].error.str()}",
-                file=sys.stderr,
+                f"{problems[0].error.str()}"
             )
-            return None
         # offset -1: no record that new in the partition; start at its end (-1 = OFFSET_END).
         return {tp.partition: tp.offset if tp.offset >= 0 else _OFFSET_END for tp in found}
     return {p: _OFFSET_BEGINNING for p in partitions}

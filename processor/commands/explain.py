@@ -2,7 +2,8 @@
 
 Same code path as the edge and the processor (:func:`processor.decision.decide`),
 so an operator can ask "why was this dead-lettered?" against a registry file.
-Exit 0 for accept and reject alike; exit 2 when the input is unusable.
+Exit 0 for accept and reject alike; exit 2 when the input is unusable (an
+:class:`~processor.errors.InputError` that ``processor.cli`` reports in one line).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from processor.decision import Accepted, Decision, decide
-from processor.errors import RegistryInvalid
+from processor.errors import InputError
 from processor.hl7.charset import charset_from_http
 from processor.registry.loader import load_registry
 from processor.registry.model import PrincipalType
@@ -44,34 +45,26 @@ def explain_json(decision: Decision) -> dict[str, str | None]:
 
 
 def _read_message(source: str) -> bytes:
-    if source == "-":
-        return sys.stdin.buffer.read()
-    return Path(source).read_bytes()
+    try:
+        if source == "-":
+            return sys.stdin.buffer.read()
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise InputError(
+            f"explain: cannot read message {source!r}: {exc.strerror or type(exc).__name__}"
+        ) from None
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        registry = load_registry(args.registry)
-    except RegistryInvalid as exc:
-        print(f"hl7-processor explain: {exc}", file=sys.stderr)
-        return 2
-    try:
-        payload = _read_message(args.message)
-    except OSError as exc:
-        print(
-            f"hl7-processor explain: cannot read message {args.message!r}: "
-            f"{exc.strerror or type(exc).__name__}",
-            file=sys.stderr,
-        )
-        return 2
+    registry = load_registry(args.registry)  # RegistryInvalid: exit 2
+    payload = _read_message(args.message)
     principal = registry.principal(args.principal)
     ptype = principal.type if principal is not None else PrincipalType.PARTNER
     default_charset = None
     if getattr(args, "charset", None):
         default_charset = charset_from_http(args.charset)
         if default_charset is None:
-            print(f"hl7-processor explain: unsupported charset {args.charset!r}", file=sys.stderr)
-            return 2
+            raise InputError(f"explain: unsupported charset {args.charset!r}")
     decision = decide(registry, args.principal, ptype, payload, default_charset)
     print(json.dumps(explain_json(decision)))
     return 0

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import sys
 import threading
 
-from processor.errors import ConfigError
+from processor.config import load_settings
 from processor.kafka.local_broker import (
     KAFKA_VERSION,
     SASL_MECHANISM,
     SUPER_USER,
     LocalKafka,
+    cache_dir,
     recorded_sasl_users,
 )
 from processor.shutdown import on_shutdown_signal
@@ -59,21 +59,21 @@ def _print_sasl(broker: LocalKafka) -> None:
 
 def main(args: argparse.Namespace) -> int:
     sasl = getattr(args, "sasl", False)
+    settings = load_settings()
     stop = threading.Event()
     on_shutdown_signal(stop.set)
+    # A ConfigError (no Java, a data directory formatted in the other mode, ...) goes on to
+    # processor.cli: one line, exit 2.
+    broker = LocalKafka(
+        data_dir=args.data_dir,
+        port=args.port,
+        sasl_users=_sasl_users(args.data_dir) if sasl else None,
+        jar_cache=cache_dir(settings.local_kafka_cache),
+        maven_repository=settings.maven_repository,
+        log_level=settings.local_kafka_log_level,
+    )
     try:
-        broker = LocalKafka(
-            data_dir=args.data_dir, port=args.port, sasl_users=_sasl_users(args.data_dir) if sasl else None
-        )
-    except ConfigError as exc:
-        print(f"hl7-processor kafka: {exc}", file=sys.stderr, flush=True)
-        return 1
-    try:
-        try:
-            bootstrap = broker.start()
-        except ConfigError as exc:
-            print(f"hl7-processor kafka: {exc}", file=sys.stderr, flush=True)
-            return 1
+        bootstrap = broker.start()
         print(f"Apache Kafka {KAFKA_VERSION} (KRaft, single node) ready", flush=True)
         print(f"bootstrap: {bootstrap}", flush=True)
         print(f"export HL7_KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)

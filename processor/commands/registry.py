@@ -1,4 +1,9 @@
-"""``hl7-processor registry hash-password`` and ``registry check FILE``."""
+"""``hl7-processor registry hash-password`` and ``registry check FILE``.
+
+``registry check`` reports its verdict itself: exit 0 with a summary, or exit 1 with
+every error on its own line (docs/registry.md). ``hash-password`` refuses unusable input
+(passwords that differ, an empty one) with an ``InputError``: one line, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,22 @@ import sys
 
 from argon2 import extract_parameters
 
-from processor.errors import RegistryInvalid
+from processor.errors import InputError, RegistryInvalid
 from processor.registry.credentials import PRODUCTION_PARAMETERS
 from processor.registry.credentials import hash_password as _hash
-from processor.registry.loader import RegistryValidationError, load_registry
+from processor.registry.loader import load_registry
 from processor.registry.model import Registry
 
 __all__ = ["hash_password", "check", "weak_hashes"]
 
 
-def _read_password() -> str | None:
+def _read_password() -> str:
     """Twice with no echo on a terminal; one line from stdin otherwise (scripts, pipes)."""
     if sys.stdin.isatty():
         first = getpass.getpass("Password: ")
         second = getpass.getpass("Repeat password: ")
         if first != second:
-            print("hl7-processor registry hash-password: passwords differ", file=sys.stderr)
-            return None
+            raise InputError("registry hash-password: passwords differ")
         return first
     line = sys.stdin.readline()
     return line.removesuffix("\n").removesuffix("\r")
@@ -32,11 +36,8 @@ def _read_password() -> str | None:
 
 def hash_password(args: argparse.Namespace) -> int:
     password = _read_password()
-    if password is None:
-        return 1
     if not password:
-        print("hl7-processor registry hash-password: empty password refused", file=sys.stderr)
-        return 1
+        raise InputError("registry hash-password: empty password refused")
     print(_hash(password))
     return 0
 
@@ -64,13 +65,10 @@ def weak_hashes(registry: Registry) -> list[str]:
 def check(args: argparse.Namespace) -> int:
     try:
         registry = load_registry(args.file)
-    except RegistryValidationError as exc:
+    except RegistryInvalid as exc:  # the verdict, not a failure of the command: every error
         print(f"{args.file}: invalid registry ({len(exc.errors)} error(s)):", file=sys.stderr)
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
-        return 1
-    except RegistryInvalid as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
     logins = sum(1 for c in registry.customers if c.login is not None)
     inactive = sum(1 for c in registry.customers if not c.active) + sum(

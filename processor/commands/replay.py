@@ -1,4 +1,8 @@
-"""``hl7-processor deadletter replay``: dry run by default, ``--execute`` to publish."""
+"""``hl7-processor deadletter replay``: dry run by default, ``--execute`` to publish.
+
+Unusable options, settings or registry reach ``processor.cli`` as exceptions (one line,
+exit 2); exit 1 when the operator declines at the prompt (nothing published).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,20 @@ from datetime import UTC, datetime
 
 from tqdm import tqdm
 
-from processor.config import load_settings
+from processor.config import load_settings, require
 from processor.deadletter_replay import DeadLetterReplayer, ReplayCriteria
-from processor.errors import RegistryInvalid
+from processor.errors import ConfigError, InputError
 from processor.reasons import REASON_CODES
 from processor.registry.loader import load_registry
 
 
-def _when(text: str | None) -> datetime | None:
+def _when(option: str, text: str | None) -> datetime | None:
     if not text:
         return None
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"deadletter replay: {option} {text!r} is not an ISO-8601 time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -27,37 +34,28 @@ def _criteria(args: argparse.Namespace) -> ReplayCriteria:
     reasons = frozenset(args.reason or ())
     unknown = sorted(reasons - set(REASON_CODES))
     if unknown:
-        raise ValueError(f"unknown reason code(s): {', '.join(unknown)}")
+        raise InputError(f"deadletter replay: unknown reason code(s): {', '.join(unknown)}")
     return ReplayCriteria(
         reasons=reasons,
         principals=frozenset(args.principal or ()),
-        since=_when(args.since),
-        until=_when(args.until),
+        since=_when("--since", args.since),
+        until=_when("--until", args.until),
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        criteria = _criteria(args)
-    except ValueError as exc:
-        print(f"deadletter replay: {exc}", file=sys.stderr)
-        return 2
+    criteria = _criteria(args)
     settings = load_settings()
+    require(settings, "kafka_bootstrap_servers")
     registry = None
     if not args.force:
         registry_file = args.registry or settings.registry_file
         if not registry_file:
-            print(
+            raise ConfigError(
                 "deadletter replay: give the current registry (--registry or HL7_REGISTRY_FILE) so "
-                "only dead letters it now accepts are replayed, or --force to skip that check",
-                file=sys.stderr,
+                "only dead letters it now accepts are replayed, or --force to skip that check"
             )
-            return 2
-        try:
-            registry = load_registry(registry_file)
-        except (RegistryInvalid, OSError) as exc:
-            print(f"deadletter replay: registry unusable: {exc}", file=sys.stderr)
-            return 2
+        registry = load_registry(registry_file)  # RegistryInvalid: exit 2
     replayer = DeadLetterReplayer(settings)
     with tqdm(desc="scanning dead letters", unit="rec", file=sys.stderr) as bar:
         scan = replayer.scan(criteria, registry, progress=bar.update)
@@ -82,11 +80,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
-            print(
-                "deadletter replay: refusing to publish without --yes when stdin is not a terminal",
-                file=sys.stderr,
+            raise InputError(
+                "deadletter replay: refusing to publish without --yes when stdin is not a terminal"
             )
-            return 2
         answer = input(f"re-publish {len(candidates)} record(s) to {settings.topic_raw}? [y/N] ")
         if answer.strip().lower() not in {"y", "yes"}:
             print("cancelled")

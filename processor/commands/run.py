@@ -49,7 +49,6 @@ def _registry_path(args: argparse.Namespace, settings: Settings) -> Path:
     return Path(settings.registry_file) if settings.registry_file else Path(DEMO_REGISTRY_PATH)
 
 
-
 def _own_command() -> str:
     """How to call this command again from the same shell: the console script as invoked
     (``make run`` uses ``.venv/bin/hl7-processor``, not on PATH), else ``python -m processor``."""
@@ -57,6 +56,7 @@ def _own_command() -> str:
     if Path(argv0).name == "hl7-processor":
         return shlex.quote(argv0)
     return f"{shlex.quote(sys.executable)} -m processor"
+
 
 def main(args: argparse.Namespace) -> int:
     from processor.edge.server import EdgeServer
@@ -88,20 +88,22 @@ def main(args: argparse.Namespace) -> int:
 
         processor = StreamProcessor(settings, watcher)
         metrics = start_metrics_server(
-            settings.metrics_port, live=processor.live, readiness=processor.readiness,
+            settings.metrics_port,
+            live=processor.live,
+            readiness=processor.readiness,
             host=settings.edge_host,
         )
 
         def run_processor() -> None:
             try:
-                processor.run()  # type: ignore[union-attr]
+                processor.run()
             except (StreamFatalError, ConfigError) as exc:
                 failure.append(f"stream processor stopped: {exc}")
                 stop.set()
 
         worker = threading.Thread(target=run_processor, name="stream-processor", daemon=True)
         worker.start()
-        edge = EdgeServer(settings, lambda: watcher.current)  # type: ignore[union-attr]
+        edge = EdgeServer(settings, lambda: watcher.current)
         url = edge.start()
 
         print(

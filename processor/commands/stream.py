@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from processor.config import load_settings
-from processor.errors import RegistryInvalid
+from processor.config import load_settings, require
 from processor.shutdown import on_shutdown_signal
 from processor.stream.metrics_server import start_metrics_server
-from processor.stream.processor import StreamFatalError, StreamProcessor
+from processor.stream.processor import StreamProcessor
 
 __all__ = ["main"]
 
@@ -26,20 +25,14 @@ def main(args: argparse.Namespace) -> int:
         metrics_port=getattr(args, "metrics_port", None),
         transactional_id=getattr(args, "transactional_id", None),
     )
-    if not settings.kafka_bootstrap_servers:
-        log.error("HL7_KAFKA_BOOTSTRAP_SERVERS is not set; the stream processor needs a Kafka cluster")
-        return 2
-    if not settings.registry_file:
-        log.error("HL7_REGISTRY_FILE is not set; the stream processor needs the registry file")
-        return 2
+    require(settings, "kafka_bootstrap_servers", "registry_file")
 
     from processor.registry.watcher import RegistryWatcher
 
-    try:
-        watcher = RegistryWatcher(settings.registry_file, settings.registry_reload_seconds)
-    except RegistryInvalid as exc:
-        log.error("registry refused: %s", exc)
-        return 2
+    # A refused registry (InputError) or a fatal Kafka error (StreamFatalError, a
+    # RuntimeFailure) goes on to processor.cli: one "hl7-processor: ..." line, exit 2 / 1.
+    assert settings.registry_file is not None  # require() above
+    watcher = RegistryWatcher(settings.registry_file, settings.registry_reload_seconds)
     processor = StreamProcessor(settings, watcher)
 
     def _stop() -> None:  # on a thread of its own, never inside the signal handler
@@ -58,10 +51,7 @@ def main(args: argparse.Namespace) -> int:
     watcher.start()
     try:
         processor.run()
-    except StreamFatalError as exc:
-        log.error("stream processor stopped by a fatal Kafka error: %s", exc)
-        return 1
-    finally:  # a ConfigError goes on to cli.main: one "hl7-processor: ..." line, exit 2
+    finally:
         server.close()
         watcher.stop()
     return 0

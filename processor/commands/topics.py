@@ -5,8 +5,9 @@ Without ``--check``: creates the raw, accepted, dead-letter and replay ledger to
 
 With ``--check``: creates nothing; prints one line per difference between the settings
 and the existing topics (``<topic>: <item> is <actual>, expected <configured>`` or
-``<topic>: missing ...``). Exit 0 when there is none, 1 when there is drift, 2 on a
-configuration error or when Kafka cannot be asked (``processor.cli``).
+``<topic>: missing ...``). Exit 0 when there is none, 1 when there is drift (the verdict),
+2 on a configuration error or when Kafka cannot be asked (``ConfigError`` /
+``KafkaUnavailable``, reported by ``processor.cli``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from processor.config import load_settings
+from processor.config import load_settings, require
 from processor.kafka.topics import check_topics, ensure_topics
 
 
 def create(args: argparse.Namespace) -> int:
     settings = load_settings()
+    require(settings, "kafka_bootstrap_servers")
     if getattr(args, "check", False):
         drift = check_topics(settings, partitions=args.partitions, replication_factor=args.replication_factor)
         for difference in drift:

@@ -17,19 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from processor.errors import BadLength, BodyTooLarge, OverBudget
+
+# The exceptions live in processor.errors; re-exported here, where read_body raises them.
 __all__ = ["Admission", "BodyTooLarge", "BadLength", "OverBudget", "read_body"]
-
-
-class BodyTooLarge(Exception):
-    """The body is over the per-request limit (413)."""
-
-
-class BadLength(Exception):
-    """``Content-Length`` is not a non-negative integer (400)."""
-
-
-class OverBudget(Exception):
-    """The edge already holds as many body bytes as it may (503)."""
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from processor.config import Settings
-from processor.edge.admission import Admission, BadLength, BodyTooLarge, OverBudget, read_body
+from processor.edge.admission import Admission, read_body
 from processor.edge.auth import WWW_AUTHENTICATE, LoginRateLimiter, parse_basic
 from processor.edge.intake import (
     HL7_MEDIA_TYPES,
@@ -51,7 +51,15 @@ from processor.edge.intake import (
 )
 from processor.edge.limits import RETRY_AFTER_BUSY
 from processor.edge.publisher import KafkaPublisher
-from processor.errors import KafkaUnavailable, NoMshSegment, SoapError
+from processor.errors import (
+    AuthenticatorBusy,
+    BadLength,
+    BodyTooLarge,
+    KafkaUnavailable,
+    NoMshSegment,
+    OverBudget,
+    SoapError,
+)
 from processor.health import Readiness, render_status
 from processor.hl7.charset import charset_from_http
 from processor.hl7.soap import (
@@ -62,7 +70,7 @@ from processor.hl7.soap import (
     parse_accept_message,
 )
 from processor.metrics import EDGE_AUTH_FAILURES, EDGE_LIMIT_REFUSALS, EDGE_REQUEST_DURATION, EDGE_REQUESTS
-from processor.registry.credentials import Authenticator, AuthenticatorBusy
+from processor.registry.credentials import Authenticator
 from processor.registry.model import Principal, Registry
 from processor.registry.networks import address_allowed, client_address
 

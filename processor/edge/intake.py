@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from processor.avro.raw import (
+from processor.decision import Accepted, decide
+from processor.errors import MalformedHl7, NoMshSegment
+from processor.hl7.ack import AckOutcome, ack_code, ack_codec, build_ack
+from processor.hl7.charset import iana_name
+from processor.hl7.header import MshHeader, read_header, salvage_header
+from processor.raw import (
     HEADER_CHARSET,
     HEADER_INGEST_ID,
     HEADER_PRINCIPAL_ID,
@@ -19,11 +24,6 @@ from processor.avro.raw import (
     HEADER_TRANSPORT,
     raw_record_key,
 )
-from processor.decision import Accepted, decide
-from processor.errors import MalformedHl7, NoMshSegment
-from processor.hl7.ack import AckOutcome, ack_code, ack_codec, build_ack
-from processor.hl7.charset import iana_name
-from processor.hl7.header import MshHeader, read_header, salvage_header
 from processor.reasons import Reason
 from processor.registry.model import Principal, Registry
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from processor.config import Settings, kafka_passthrough
+from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.health import PeriodicCheck
 from processor.kafka.client_config import producer_config
@@ -83,7 +83,7 @@ class KafkaPublisher:
         # (closed loop: 32 clients at linger 5 ms ran ~3x slower than at 1 ms in
         # bench/bench_edge.py); records still batch while earlier requests are in flight.
         # An operator's HL7_KAFKA_LINGER_MS wins.
-        latency_first = {} if "linger.ms" in kafka_passthrough() else {"linger.ms": 1}
+        latency_first = {} if "linger.ms" in settings.kafka_extra else {"linger.ms": 1}
         self._config = producer_config(
             settings,
             **{

@@ -34,8 +34,8 @@ Every input problem raises ``NoMshSegment`` (no MSH segment anywhere) or
 from __future__ import annotations
 
 import re
-from dataclasses import FrozenInstanceError, fields, make_dataclass
-from typing import Any, NamedTuple, get_type_hints
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from processor.errors import MalformedHl7, NoMshSegment
 from processor.hl7.charset import codec_for
@@ -62,15 +62,9 @@ _WINDOW = 65536
 _MSH_SPLIT = 18
 
 
-class MshHeader(NamedTuple):
-    """What the gateway needs from MSH; ``*_raw`` fields are as received (escaped).
-
-    A frozen dataclass in behaviour (``dataclasses.fields/asdict/replace`` work, equality
-    only with another MshHeader, dataclass hash and repr, ``FrozenInstanceError`` on
-    assignment, no ordering), but stored as a tuple: read_header builds one per message
-    and a tuple of 23 values costs about a third of filling 23 slots. The one visible
-    difference: a plain tuple holding the same 23 values compares equal to it.
-    """
+@dataclass(frozen=True, slots=True)
+class MshHeader:
+    """What the gateway needs from MSH; ``*_raw`` fields are as received (escaped)."""
 
     field_separator: str
     component_separator: str
@@ -110,48 +104,6 @@ class MshHeader(NamedTuple):
             + self.escape_character
             + self.subcomponent_separator
         )
-
-    # Dataclass semantics rather than tuple semantics (see the class docstring).
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return tuple.__eq__(self, other)
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return tuple.__ne__(self, other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        """hash((f1, ..., f23)): exactly what a frozen dataclass computes."""
-        return tuple.__hash__(self)
-
-    # No ordering, like a dataclass without order=True.
-    def __lt__(self, other: object) -> bool:
-        return NotImplemented
-
-    def __le__(self, other: object) -> bool:
-        return NotImplemented
-
-    def __gt__(self, other: object) -> bool:
-        return NotImplemented
-
-    def __ge__(self, other: object) -> bool:
-        return NotImplemented
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-
-# Field metadata only: lends MshHeader what ``dataclasses`` looks for (fields, asdict, replace).
-_MshHeaderFields = make_dataclass(
-    "MshHeader", list(get_type_hints(MshHeader).items()), frozen=True, slots=True
-)
-MshHeader.__dataclass_fields__ = _MshHeaderFields.__dataclass_fields__  # type: ignore[attr-defined]  # grafted onto a NamedTuple on purpose
-MshHeader.__dataclass_params__ = _MshHeaderFields.__dataclass_params__  # type: ignore[attr-defined]  # likewise
 
 
 def _locate_msh(data: bytes) -> int:
@@ -233,15 +185,92 @@ def _check_delimiters(fs: str, enc: str) -> None:
 
 
 _USUAL_ENC = frozenset(("^~\\&", "^~\\&#"))
-# Unusual MSH-1 + MSH-2 combinations already checked (a sender keeps its own): bounded.
-_GOOD_DELIMITERS: set[str] = set()
 
-_tuple_new = tuple.__new__
+# Unusual MSH-1 + MSH-2 combinations already accepted (a sender keeps its own). Refusals
+# raise, so they are never cached; accepted keys are 5 or 6 characters long.
+_check_unusual_delimiters = lru_cache(maxsize=256)(_check_delimiters)
 
 
-def _new_header(*values: Any) -> MshHeader:
-    """Build an MshHeader from its 23 values in field order (no per-field checks)."""
-    return _tuple_new(MshHeader, values)
+def _header_from_fields(
+    fields: list[str],
+    fs: str,
+    cs: str,
+    rs: str,
+    esc: str,
+    ss: str,
+    terminator: str,
+    escaped: bool,
+) -> MshHeader:
+    """The one map from MSH field positions to :class:`MshHeader`, for both readers.
+
+    ``fields`` is the segment split on MSH-1 with at most ``_MSH_SPLIT`` splits and at
+    least ``MIN_MSH_FIELDS`` entries: ``fields[k]`` is MSH-(k+1), ``fields[0]`` is "MSH".
+    Fields beyond the list read as empty. Decoded fields are unescaped only when
+    ``escaped`` (the escape character occurs in the segment), and then only those that
+    hold the escape character (usually MSH-4 alone). Nothing is validated here.
+    """
+    n = len(fields)
+    msh3 = fields[2]
+    msh4 = fields[3]
+    msh9 = fields[8].split(cs, 3)  # MSH-9.1..9.3; anything after stays in msh9[3]
+    # partition(...)[0], not split(..., 1)[0]: a third cheaper, once per message.
+    sending_app = msh3.partition(cs)[0]
+    namespace_id = msh4.partition(cs)[0]
+    message_type = msh9[0]
+    trigger = msh9[1] if len(msh9) > 1 else ""
+    structure = msh9[2] if len(msh9) > 2 else ""
+    control_id = fields[9]
+    version_raw = fields[11]
+    version_id = version_raw.partition(cs)[0]
+    accept_ack = fields[14] if n > 14 else ""
+    app_ack = fields[15] if n > 15 else ""
+    charset = fields[17].partition(rs)[0] if n > 17 else ""
+    if escaped:
+        if esc in sending_app:
+            sending_app = unescape_with(sending_app, esc, fs, cs, rs, ss)
+        if esc in namespace_id:
+            namespace_id = unescape_with(namespace_id, esc, fs, cs, rs, ss)
+        if esc in message_type:
+            message_type = unescape_with(message_type, esc, fs, cs, rs, ss)
+        if esc in trigger:
+            trigger = unescape_with(trigger, esc, fs, cs, rs, ss)
+        if esc in structure:
+            structure = unescape_with(structure, esc, fs, cs, rs, ss)
+        if esc in control_id:
+            control_id = unescape_with(control_id, esc, fs, cs, rs, ss)
+        if esc in version_id:
+            version_id = unescape_with(version_id, esc, fs, cs, rs, ss)
+        if esc in accept_ack:
+            accept_ack = unescape_with(accept_ack, esc, fs, cs, rs, ss)
+        if esc in app_ack:
+            app_ack = unescape_with(app_ack, esc, fs, cs, rs, ss)
+        if esc in charset:
+            charset = unescape_with(charset, esc, fs, cs, rs, ss)
+    return MshHeader(
+        fs,
+        cs,
+        rs,
+        esc,
+        ss,
+        sending_app or None,
+        msh3,
+        msh4,
+        namespace_id,
+        fields[4],
+        fields[5],
+        fields[6],
+        message_type,
+        trigger or None,
+        structure or None,
+        control_id,
+        fields[10],
+        version_id,
+        version_raw,
+        accept_ack or None,
+        app_ack or None,
+        charset or None,
+        terminator,
+    )
 
 
 def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
@@ -250,7 +279,7 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
     ``default_charset`` (an MSH-18 style name, e.g. from the request's HTTP charset)
     applies when MSH-18 is empty; ``character_set`` still reports MSH-18 only.
     """
-    try:  # one function, no helper call: this runs once per message on every path
+    try:
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise MalformedHl7("message is not bytes", err_code="102")
@@ -279,96 +308,23 @@ def read_header(data: bytes, default_charset: str | None = None) -> MshHeader:
         del segment  # a multi-segment message's copy of MSH: not needed once decoded
         fs = text[3]
         fields = text.split(fs, _MSH_SPLIT)  # MSH-1..MSH-18; MSH-19 on stay in fields[18]
-        n = len(fields)
-        if n < MIN_MSH_FIELDS:
+        if len(fields) < MIN_MSH_FIELDS:
             raise MalformedHl7("MSH segment truncated: fewer than 12 fields", err_code="101")
         enc = fields[1]
-        if enc == "^~\\&" and fs == "|":
-            cs, rs, esc, ss = "^", "~", "\\", "&"
-        else:
-            if (fs != "|" or enc not in _USUAL_ENC) and fs + enc not in _GOOD_DELIMITERS:
-                _check_delimiters(fs, enc)
-                if len(_GOOD_DELIMITERS) < 256:
-                    _GOOD_DELIMITERS.add(fs + enc)
-            cs = enc[0]
-            rs = enc[1]
-            esc = enc[2]
-            ss = enc[3]
-        escaped = text.find(esc, 4 + len(enc)) >= 0
+        if fs != "|" or enc not in _USUAL_ENC:
+            _check_unusual_delimiters(fs, enc)
+        escaped = text.find(enc[2], 4 + len(enc)) >= 0
         del text  # the fields are copies: holding both would double the peak below
-
-        msh3 = fields[2]
-        msh4 = fields[3]
-        # partition(...)[0], not split(..., 1)[0]: a third cheaper, once per message.
-        sending_app = msh3.partition(cs)[0]
-        namespace_id = msh4.partition(cs)[0]
-        msh9 = fields[8].split(cs, 3)  # MSH-9.1..9.3; anything after stays in msh9[3]
-        message_type = msh9[0]
-        trigger = msh9[1] if len(msh9) > 1 else ""
-        structure = msh9[2] if len(msh9) > 2 else ""
-        control_id = fields[9]
-        version_raw = fields[11]
-        version_id = version_raw.partition(cs)[0]
-        accept_ack = fields[14] if n > 14 else ""
-        app_ack = fields[15] if n > 15 else ""
-        charset = fields[17].partition(rs)[0] if n > 17 else ""
-        if escaped:
-            # Rare: only then pay for unescaping the fields we return decoded, and only
-            # those that hold the escape character (usually MSH-4 alone).
-            if esc in sending_app:
-                sending_app = unescape_with(sending_app, esc, fs, cs, rs, ss)
-            if esc in namespace_id:
-                namespace_id = unescape_with(namespace_id, esc, fs, cs, rs, ss)
-            if esc in fields[8]:
-                message_type = unescape_with(message_type, esc, fs, cs, rs, ss)
-                trigger = unescape_with(trigger, esc, fs, cs, rs, ss)
-                structure = unescape_with(structure, esc, fs, cs, rs, ss)
-            if esc in control_id:
-                control_id = unescape_with(control_id, esc, fs, cs, rs, ss)
-            if esc in version_id:
-                version_id = unescape_with(version_id, esc, fs, cs, rs, ss)
-            if esc in accept_ack:
-                accept_ack = unescape_with(accept_ack, esc, fs, cs, rs, ss)
-            if esc in app_ack:
-                app_ack = unescape_with(app_ack, esc, fs, cs, rs, ss)
-            if esc in charset:
-                charset = unescape_with(charset, esc, fs, cs, rs, ss)
-        if not message_type:
+        header = _header_from_fields(fields, fs, enc[0], enc[1], enc[2], enc[3], terminator, escaped)
+        if not header.message_type:
             raise MalformedHl7("MSH-9 message type is empty", err_code="101")
-        if not control_id:
+        if not header.message_control_id:
             raise MalformedHl7("MSH-10 message control id is empty", err_code="101")
-        if not version_id:
+        if not header.version_id:
             raise MalformedHl7("MSH-12 version id is empty", err_code="101")
-        if charset and codec_for(charset) is None:
+        if header.character_set and codec_for(header.character_set) is None:
             raise MalformedHl7("MSH-18 names an unsupported character set", err_code="103")
-        return _tuple_new(
-            MshHeader,
-            (
-                fs,
-                cs,
-                rs,
-                esc,
-                ss,
-                sending_app or None,
-                msh3,
-                msh4,
-                namespace_id,
-                fields[4],
-                fields[5],
-                fields[6],
-                message_type,
-                trigger or None,
-                structure or None,
-                control_id,
-                fields[10],
-                version_id,
-                version_raw,
-                accept_ack or None,
-                app_ack or None,
-                charset or None,
-                terminator,
-            ),
-        )
+        return header
     except MalformedHl7:
         raise
     except Exception:  # noqa: BLE001 - defence in depth: contract is "never anything else"  # pragma: no cover
@@ -428,14 +384,10 @@ def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | Non
     except MalformedHl7:
         return None
     cs, rs, esc, ss = enc[0], enc[1], enc[2], enc[3]
-
-    def unescaped(value: str) -> str:
-        return unescape_with(value, esc, fs, cs, rs, ss) if esc in value else value
-
     # MSH-18 first: it says how to decode the rest. Kept only when supported.
     raw_cs = raw_fields[17].split(rs.encode("ascii"), 1)[0] if len(raw_fields) > 17 else b""
     del raw_fields  # copies of the segment: dropped before it is decoded (memory bound)
-    charset = unescaped(raw_cs.decode("ascii")) if raw_cs.isascii() else ""
+    charset = unescape_with(raw_cs.decode("ascii"), esc, fs, cs, rs, ss) if raw_cs.isascii() else ""
     codec = codec_for(charset) if charset else None
     if codec is None:
         charset = ""
@@ -444,44 +396,8 @@ def _salvage(data: bytes, default_charset: str | None = None) -> MshHeader | Non
     del segment
     fields = text.split(fs, _MSH_SPLIT)  # as in read_header: MSH-1..MSH-18, then the rest
     del text
-    fields += [""] * (18 - len(fields))
-    msh3, msh4 = fields[2], fields[3]
-    msh9 = fields[8].split(cs, 3)
-    msh9 += [""] * (3 - len(msh9))
-    sending_app = unescaped(msh3.split(cs, 1)[0])
-    trigger = unescaped(msh9[1])
-    structure = unescaped(msh9[2])
-    accept_ack = unescaped(fields[14])
-    app_ack = unescaped(fields[15])
-    return _tuple_new(
-        MshHeader,
-        (
-            fs,
-            cs,
-            rs,
-            esc,
-            ss,
-            sending_app or None,
-            msh3,
-            msh4,
-            unescaped(msh4.split(cs, 1)[0]),
-            fields[4],
-            fields[5],
-            fields[6],
-            unescaped(msh9[0]),
-            trigger or None,
-            structure or None,
-            unescaped(fields[9]),
-            fields[10],
-            unescaped(fields[11].split(cs, 1)[0]),
-            fields[11],
-            accept_ack or None,
-            app_ack or None,
-            charset or None,
-            terminator,
-        ),
-    )
-
-
-if tuple(f.name for f in fields(MshHeader)) != MshHeader._fields:  # type: ignore[arg-type]  # pragma: no cover - mypy cannot see the grafted fields
-    raise ImportError("MshHeader fields and their dataclass metadata are out of step")
+    fields += [""] * (MIN_MSH_FIELDS - len(fields))  # missing fields read as empty
+    header = _header_from_fields(fields, fs, cs, rs, esc, ss, terminator, True)
+    if header.character_set != (charset or None):  # unsupported: not reported
+        header = replace(header, character_set=charset or None)
+    return header

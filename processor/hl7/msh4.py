@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 
 from processor.errors import Msh4Error
 from processor.reasons import Reason
@@ -35,41 +36,6 @@ class Msh4Aliases:
     legacy: bool
 
 
-# Build Msh4Aliases straight through its slot descriptors: the frozen-dataclass
-# ``__init__`` (object.__setattr__ per field) was a third of parse_msh4's time on the
-# hot path. Same instance (equal, hashable, frozen); test_escape_msh4 compares them.
-_new = object.__new__
-_set_connecting = Msh4Aliases.__dict__["connecting_alias"].__set__
-_set_controller = Msh4Aliases.__dict__["data_controller_alias"].__set__
-_set_legacy = Msh4Aliases.__dict__["legacy"].__set__
-
-
-def _aliases(connecting: str, controller: str, legacy: bool) -> Msh4Aliases:
-    obj = _new(Msh4Aliases)
-    _set_connecting(obj, connecting)
-    _set_controller(obj, controller)
-    _set_legacy(obj, legacy)
-    return obj
-
-
-# Valid ``A{B}`` MSH-4.1 values seen before -> their (immutable) result. A sender uses a
-# handful of alias pairs, so almost every message is a hit; bounded in entries and key
-# length (the value is sender-controlled), cleared when full. Failures are not remembered,
-# nor legacy results: they depend on who sent the value (its own alias), not on the value
-# alone, so remembered by value they would leak one customer's alias to another.
-_KNOWN: dict[str, Msh4Aliases] = {}
-_KNOWN_MAX = 4096
-_KNOWN_MAX_LEN = 128
-
-
-def _remember(namespace_id: str, aliases: Msh4Aliases) -> Msh4Aliases:
-    if len(namespace_id) <= _KNOWN_MAX_LEN:
-        if len(_KNOWN) >= _KNOWN_MAX:
-            _KNOWN.clear()
-        _KNOWN[namespace_id] = aliases
-    return aliases
-
-
 def is_alias(value: str) -> bool:
     """True when ``value`` matches ``ALIAS_PATTERN`` exactly.
 
@@ -89,25 +55,16 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool, own_alias: str | 
     customer's registry alias. Callers that check syntax only may omit it: the value
     then stands in for it. Surrounding whitespace is still MSH4_SYNTAX.
     """
-    known = _KNOWN.get(namespace_id)
-    if known is not None:
-        return known
     if not namespace_id:
         raise Msh4Error(Reason.MSH4_MISSING, "MSH-4.1 is empty")
     if namespace_id[-1] == "}":
-        brace = namespace_id.find("{")
-        connecting = namespace_id[:brace]
-        controller = namespace_id[brace + 1 : -1]
-        # brace > 0 also rules out -1 (no "{"): controller would be bogus then.
-        # is_alias inlined (hot path: once per message).
-        if (
-            brace > 0
-            and controller
-            and namespace_id.isascii()
-            and not connecting.strip(_ALIAS_CHARS)
-            and not controller.strip(_ALIAS_CHARS)
-        ):
-            return _remember(namespace_id, _aliases(connecting, controller, False))
+        # A sender uses a handful of alias pairs: almost every message is a cache hit.
+        if len(namespace_id) <= _CACHED_MAX_LEN:
+            aliases = _split_braced_cached(namespace_id)
+        else:
+            aliases = _split_braced(namespace_id)
+        if aliases is not None:
+            return aliases
     elif "{" not in namespace_id and "}" not in namespace_id:
         if not customer_principal:
             raise Msh4Error(
@@ -117,8 +74,34 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool, own_alias: str | 
         if namespace_id[0].isspace() or namespace_id[-1].isspace():
             raise Msh4Error(Reason.MSH4_SYNTAX, "MSH-4.1 has surrounding whitespace (never trimmed)")
         alias = namespace_id if own_alias is None else own_alias
-        return _aliases(alias, alias, True)  # not remembered: it depends on the sender
+        return Msh4Aliases(alias, alias, True)  # never cached: it depends on the sender
     raise Msh4Error(
         Reason.MSH4_SYNTAX,
         "MSH-4.1 is not alias{alias} with aliases of [A-Za-z0-9._-]+",
     )
+
+
+# Only ``A{B}`` values are cached: their outcome depends on the value alone. A legacy
+# value stands for the sender's own alias, so cached by value it would leak one
+# customer's alias to another. Bounded in entries and in key length (sender-controlled).
+_CACHED_MAX_LEN = 128
+
+
+def _split_braced(namespace_id: str) -> Msh4Aliases | None:
+    """``A{B}`` (non-empty, ending in "}") as aliases, or ``None`` when it is not that."""
+    brace = namespace_id.find("{")
+    connecting = namespace_id[:brace]
+    controller = namespace_id[brace + 1 : -1]
+    # brace > 0 also rules out -1 (no "{"): controller would be bogus then.
+    if (
+        brace > 0
+        and controller
+        and namespace_id.isascii()
+        and not connecting.strip(_ALIAS_CHARS)
+        and not controller.strip(_ALIAS_CHARS)
+    ):
+        return Msh4Aliases(connecting, controller, False)
+    return None
+
+
+_split_braced_cached = lru_cache(maxsize=4096)(_split_braced)

@@ -1,7 +1,7 @@
 """librdkafka configuration dictionaries built from ``Settings``.
 
-Pass-through ``HL7_KAFKA_*`` settings (SASL, TLS, ...) are applied first and the
-gateway's own guarantees last, so an operator cannot silently turn off
+Pass-through ``HL7_KAFKA_*`` settings (SASL, TLS, ...; ``Settings.kafka_extra``) are
+applied first and the gateway's own guarantees last, so an operator cannot silently turn off
 idempotence or ``read_committed`` by environment variable.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import libversion
 
-from processor.config import Settings, kafka_passthrough
+from processor.config import Settings
 from processor.errors import ConfigError
 from processor.kafka.client_logging import librdkafka_logger
 
@@ -55,7 +55,7 @@ def message_max_bytes(settings: Settings) -> int:
 def base_config(settings: Settings) -> dict[str, Any]:
     if not settings.kafka_bootstrap_servers:
         raise ConfigError("HL7_KAFKA_BOOTSTRAP_SERVERS is not set")
-    conf: dict[str, Any] = dict(kafka_passthrough())
+    conf: dict[str, Any] = dict(settings.kafka_extra)
     conf["bootstrap.servers"] = settings.kafka_bootstrap_servers
     # librdkafka's own lines through Python logging, repeats held back (no stderr floods).
     conf["logger"] = librdkafka_logger()
@@ -100,7 +100,7 @@ def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     if consumer_group_protocol(conf) == "consumer":
         refused = sorted(CLASSIC_PROTOCOL_ONLY.intersection(conf))
         if refused:
-            operator = kafka_passthrough()
+            operator = settings.kafka_extra
             names = ", ".join(
                 "HL7_KAFKA_" + key.upper().replace(".", "_")
                 if key in operator

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from processor.config import MAVEN_CENTRAL
 from processor.errors import ConfigError
 
 __all__ = [
@@ -51,7 +52,6 @@ _ROOT_ARTIFACTS = (
     ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
     ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3"),
 )
-_MAVEN_CENTRAL = os.environ.get("HL7_MAVEN_REPOSITORY", "https://repo1.maven.org/maven2")
 _COMPLETE_MARKER = ".complete"
 
 _LOG4J2_CONFIG = """\
@@ -82,10 +82,9 @@ class _Artifact:
     def filename(self) -> str:
         return f"{self.artifact}-{self.version}.jar"
 
-    @property
-    def url(self) -> str:
+    def url(self, repository: str) -> str:
         path = self.group.replace(".", "/")
-        return f"{_MAVEN_CENTRAL}/{path}/{self.artifact}/{self.version}/{self.filename}"
+        return f"{repository.rstrip('/')}/{path}/{self.artifact}/{self.version}/{self.filename}"
 
 
 def _locked_artifacts() -> list[_Artifact]:
@@ -96,11 +95,11 @@ def _locked_artifacts() -> list[_Artifact]:
     return rows
 
 
-def cache_dir() -> Path:
-    """Where the broker's jars live: ``$HL7_LOCAL_KAFKA_CACHE`` or ``~/.cache/hl7-gateway``."""
-    override = os.environ.get("HL7_LOCAL_KAFKA_CACHE")
-    if override:
-        return Path(override)
+def cache_dir(configured: str | Path | None = None) -> Path:
+    """Where the broker's jars live: ``configured`` (``Settings.local_kafka_cache``, from
+    ``HL7_LOCAL_KAFKA_CACHE``) or ``$XDG_CACHE_HOME`` / ``~/.cache``, then ``hl7-gateway/kafka-<version>``."""
+    if configured:
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hl7-gateway" / f"kafka-{KAFKA_VERSION}"
 
@@ -147,17 +146,20 @@ def _fetch_with_maven(target: Path) -> None:
             raise ConfigError(f"mvn could not fetch Kafka {KAFKA_VERSION}: {result.stdout[-2000:]}")
 
 
-def _fetch_direct(target: Path, artifacts: list[_Artifact]) -> None:
+def _fetch_direct(target: Path, artifacts: list[_Artifact], repository: str) -> None:
     for art in artifacts:
         dest = target / art.filename
         log.info("downloading %s", art.filename)
-        with urllib.request.urlopen(art.url, timeout=60) as response, dest.open("wb") as out:
+        with urllib.request.urlopen(art.url(repository), timeout=60) as response, dest.open("wb") as out:
             shutil.copyfileobj(response, out)
 
 
-def fetch_classpath() -> list[Path]:
-    """The broker's jars, fetched and verified once, then reused from the cache."""
-    directory = cache_dir()
+def fetch_classpath(cache: str | Path | None = None, repository: str = MAVEN_CENTRAL) -> list[Path]:
+    """The broker's jars, fetched and verified once into ``cache_dir(cache)``, then reused.
+
+    ``repository`` (``Settings.maven_repository``) is where they are downloaded from when
+    ``mvn`` is not on PATH (Maven uses its own settings)."""
+    directory = cache_dir(cache)
     artifacts = _locked_artifacts()
     if (directory / _COMPLETE_MARKER).is_file():
         return [directory / a.filename for a in artifacts]
@@ -168,8 +170,8 @@ def fetch_classpath() -> list[Path]:
             log.info("fetching Apache Kafka %s with Maven (once)", KAFKA_VERSION)
             _fetch_with_maven(staging)
         else:
-            log.info("no mvn on PATH: fetching Apache Kafka %s from Maven Central (once)", KAFKA_VERSION)
-            _fetch_direct(staging, artifacts)
+            log.info("no mvn on PATH: fetching Apache Kafka %s from %s (once)", KAFKA_VERSION, repository)
+            _fetch_direct(staging, artifacts, repository)
         _verify(staging, artifacts)
         (staging / _COMPLETE_MARKER).write_text(KAFKA_VERSION)
         if directory.exists():
@@ -350,12 +352,30 @@ class LocalKafka:
         port: int = 0,
         heap: str = "768m",
         sasl_users: Mapping[str, str] | None = None,
+        *,
+        jar_cache: str | Path | None = None,
+        maven_repository: str | None = None,
+        log_level: str | None = None,
     ) -> None:
         """``sasl_users`` (name -> password) switches to SASL mode: the client listener
         is SASL_PLAINTEXT with SCRAM-SHA-512, these users are created when the storage is
         formatted, and the KRaft ``StandardAuthorizer`` allows nothing without an ACL
         except to the super user ``admin`` (password generated unless given here).
-        Development only: passwords travel unencrypted on 127.0.0.1."""
+        Development only: passwords travel unencrypted on 127.0.0.1.
+
+        ``jar_cache``, ``maven_repository`` and ``log_level``: where the jars are kept and
+        fetched from, and the broker's log4j level; when not given, from ``load_settings()``
+        (``HL7_LOCAL_KAFKA_CACHE``, ``HL7_MAVEN_REPOSITORY``, ``HL7_LOCAL_KAFKA_LOG_LEVEL``)."""
+        if jar_cache is None or maven_repository is None or log_level is None:
+            from processor.config import load_settings
+
+            settings = load_settings()
+            jar_cache = settings.local_kafka_cache if jar_cache is None else jar_cache
+            maven_repository = maven_repository or settings.maven_repository
+            log_level = log_level or settings.local_kafka_log_level
+        self._jar_cache = jar_cache
+        self._maven_repository = maven_repository
+        self._log_level = log_level
         self._sasl_users: dict[str, str] | None = None
         self._admin_password_generated = False
         if sasl_users is not None:
@@ -415,10 +435,11 @@ class LocalKafka:
         return self._data_dir
 
     def _command(self, main_class: str, *args: str) -> list[str]:
-        classpath = os.pathsep.join(str(p) for p in fetch_classpath())
+        jars = fetch_classpath(self._jar_cache, self._maven_repository)
+        classpath = os.pathsep.join(str(p) for p in jars)
         log4j = self._data_dir / "log4j2.properties"
-        level = os.environ.get("HL7_LOCAL_KAFKA_LOG_LEVEL", "WARN")
-        log4j.write_text(_LOG4J2_CONFIG.replace("{level}", level) + (_LOG4J2_DENIALS if self.sasl else ""))
+        denials = _LOG4J2_DENIALS if self.sasl else ""
+        log4j.write_text(_LOG4J2_CONFIG.replace("{level}", self._log_level) + denials)
         return [
             _java(),
             f"-Xmx{self._heap}",

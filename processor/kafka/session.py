@@ -31,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processor.config import Settings, kafka_passthrough
+from processor.config import Settings
 from processor.kafka.client_config import consumer_config, consumer_group_protocol, producer_config
 from processor.stream.lag import LagTracker
 from processor.stream.txn_errors import TxnAction, classify, error_name
@@ -302,7 +302,7 @@ class TxnSession:
     # ------------------------------------------------------------------ clients
     def _new_consumer(self) -> Consumer:
         extra: dict[str, Any] = {"enable.partition.eof": False}
-        passthrough = kafka_passthrough()
+        passthrough = self._settings.kafka_extra
         # Classic protocol: cooperative, so a rebalance revokes only the partitions that move.
         # group.protocol=consumer (KIP-848) is incremental by design, with the assignor on
         # the broker (group.remote.assignor): librdkafka refuses the client-side setting.

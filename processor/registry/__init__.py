@@ -6,7 +6,6 @@ most callers need.
 
 from processor.registry.loader import (
     DEMO_REGISTRY_PATH,
-    RegistryValidationError,
     load_registry,
     parse_registry,
     registry_version,
@@ -21,7 +20,6 @@ __all__ = [
     "Principal",
     "PrincipalType",
     "Registry",
-    "RegistryValidationError",
     "load_registry",
     "parse_registry",
     "registry_version",

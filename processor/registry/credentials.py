@@ -45,7 +45,7 @@ from functools import partial
 from argon2 import Parameters, PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from processor.errors import GatewayError
+from processor.errors import AuthenticatorBusy
 from processor.registry.model import Principal, Registry
 
 __all__ = [
@@ -54,10 +54,6 @@ __all__ = [
     "AuthenticatorBusy",
     "hash_password",
 ]
-
-
-class AuthenticatorBusy(GatewayError):
-    """Too many cold checks queued: the caller should answer "busy, retry", not "bad password"."""
 
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Validation is strict because a registry mistake silently misroutes patient data:
 unknown keys, wrong types, duplicate ids/aliases/usernames, dangling references,
 bad CIDRs and hashes that are not argon2id PHC strings are all refused, and each
 error names the entry and field, e.g. ``customers[2] (id=trust-9).alias: ...``.
-Every error found is reported at once (``RegistryValidationError.errors``).
+Every error found is reported at once (``RegistryInvalid.errors``).
 
 Parsing uses PyYAML's ``SafeLoader`` (what ``yaml.safe_load`` uses), subclassed
 only to refuse duplicate mapping keys, which plain ``safe_load`` silently merges.
@@ -29,7 +29,6 @@ __all__ = [
     "ALIAS_RE",
     "ID_RE",
     "DEMO_REGISTRY_PATH",
-    "RegistryValidationError",
     "registry_version",
     "parse_registry",
     "load_registry",
@@ -60,14 +59,6 @@ _TOP_KEYS = {"customers", "partners"}
 _CUSTOMER_KEYS = {"id", "alias", "active", "authorised_connectors", "login"}
 _LOGIN_KEYS = {"username", "password_hash", "allowed_networks"}
 _PARTNER_KEYS = {"id", "active", "username", "password_hash", "allowed_networks", "authorised_by"}
-
-
-class RegistryValidationError(RegistryInvalid):
-    """The file was refused; ``errors`` lists every problem, each naming entry and field."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors: tuple[str, ...] = tuple(errors)
-        super().__init__("invalid registry:\n  " + "\n  ".join(self.errors))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -334,23 +325,23 @@ def _check_unique(chk: _Checker, items: list[tuple[str, str, str]], what: str) -
 
 
 def parse_registry(data: bytes) -> Registry:
-    """Validate registry YAML bytes; raise :class:`RegistryValidationError` listing every error."""
+    """Validate registry YAML bytes; raise :class:`RegistryInvalid` listing every error."""
     if len(data) > _MAX_FILE_BYTES:
-        raise RegistryValidationError([f"registry: file larger than {_MAX_FILE_BYTES} bytes"])
+        raise RegistryInvalid([f"registry: file larger than {_MAX_FILE_BYTES} bytes"])
     try:
         doc = yaml.load(data, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise RegistryValidationError([f"registry: not valid YAML{where}: {problem}"]) from None
+        raise RegistryInvalid([f"registry: not valid YAML{where}: {problem}"]) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise RegistryValidationError([f"registry: not readable text ({type(exc).__name__})"]) from None
+        raise RegistryInvalid([f"registry: not readable text ({type(exc).__name__})"]) from None
 
     chk = _Checker()
     top = chk.mapping(doc, "registry", _TOP_KEYS)
     if top is None:
-        raise RegistryValidationError(chk.errors)
+        raise RegistryInvalid(chk.errors)
 
     customers: list[Customer] = []
     partners: list[Partner] = []
@@ -398,7 +389,7 @@ def parse_registry(data: bytes) -> Registry:
                 chk.error(f"{where}.{field}[{j}]", f"unknown customer id {_show(target)}")
 
     if chk.errors:
-        raise RegistryValidationError(chk.errors)
+        raise RegistryInvalid(chk.errors)
     return Registry(registry_version(data), customers, partners)
 
 

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from confluent_kafka import Message, Producer
 
 from processor.config import Settings
-from processor.errors import ConfigError, GatewayError
+from processor.errors import ConfigError, StreamFatalError
 from processor.health import Readiness
 from processor.kafka.session import (
     Offsets,
@@ -66,10 +66,6 @@ RegistrySource = Callable[[], Registry] | Any  # a callable, or an object with `
 SessionFactory = Callable[..., Session]  # called like TxnSession(settings, stop=..., ...)
 
 _IDLE_POLL_S = 0.5
-
-
-class StreamFatalError(GatewayError):
-    """The processor cannot continue (fenced by a newer instance, fatal client error)."""
 
 
 def _registry_getter(source: RegistrySource) -> Callable[[], Registry]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from dataclasses import fields
 from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from processor.avro.raw import RawRecord, decode_headers
+from processor.raw import RawRecord, decode_headers
 
 __all__ = ["coords", "end_offsets", "kafka_headers", "raw_record", "bare_raw_record"]
 
@@ -47,22 +46,10 @@ def kafka_headers(msg: Message) -> list[tuple[str, Any]] | None:
         return None
 
 
-_RAW_SET = tuple(RawRecord.__dict__[f.name].__set__ for f in fields(RawRecord))
-
-
-def _raw_record(*values: Any) -> RawRecord:
-    """``RawRecord(*values)`` (all 7) through the slot descriptors: an equal, frozen instance
-    at half the cost of the frozen ``__init__`` (once per consumed record)."""
-    obj = object.__new__(RawRecord)
-    for setter, value in zip(_RAW_SET, values, strict=True):
-        setter(obj, value)
-    return obj
-
-
 def raw_record(msg: Message, headers: list[tuple[str, Any]] | None) -> RawRecord:
     """The raw record of ``msg`` with ``headers`` as read by :func:`kafka_headers`."""
     ts_type, ts = msg.timestamp()
-    return _raw_record(
+    return RawRecord(
         cast(str, msg.topic()),
         cast(int, msg.partition()),
         cast(int, msg.offset()),

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from processor.avro.raw import (
+from processor.avro.records import accepted_record, dead_letter_record
+from processor.decision import Accepted, best_effort_header, decide
+from processor.hl7.header import MshHeader
+from processor.raw import (
     HEADER_CHARSET,
     HEADER_INGEST_ID,
     HEADER_PRINCIPAL_ID,
@@ -30,9 +33,6 @@ from processor.avro.raw import (
     is_uuid_text,
     parse_epoch_micros,
 )
-from processor.avro.records import accepted_record, dead_letter_record
-from processor.decision import Accepted, best_effort_header, decide
-from processor.hl7.header import MshHeader
 from processor.reasons import Reason
 from processor.registry.model import Registry
 
@@ -90,21 +90,6 @@ class Routed:
     detail: str
     principal: str  # metric label: a registry id, or "unknown" (bounded)
     received_at_us: int | None
-
-
-_new = object.__new__
-_ROUTED_SET = tuple(Routed.__dict__[name].__set__ for name in Routed.__slots__)
-if Routed.__slots__ != tuple(f.name for f in fields(Routed)):  # pragma: no cover
-    raise ImportError("Routed slots and fields are out of step")
-
-
-def _routed(*values: Any) -> Routed:
-    """``Routed(*values)`` through the slot descriptors (the frozen ``__init__`` costs twice
-    as much, once per record); an equal, still frozen instance."""
-    obj = _new(Routed)
-    for setter, value in zip(_ROUTED_SET, values, strict=True):
-        setter(obj, value)
-    return obj
 
 
 def metadata_problem(raw: RawRecord) -> str | None:
@@ -286,7 +271,7 @@ def route(
             header=decision.header,
             **common,
         )
-    return _routed(
+    return Routed(
         "accepted",
         topics.accepted,
         raw.key,

@@ -21,10 +21,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from processor.avro.codec import AvroCodec
-from processor.avro.raw import RawRecord
 from processor.avro.records import dead_letter_record
 from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, load_schema
 from processor.cli import main as cli_main
+from processor.raw import RawRecord
 from processor.reasons import Reason
 
 pytestmark = pytest.mark.kafka

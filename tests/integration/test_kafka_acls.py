@@ -215,7 +215,8 @@ def test_the_gateway_itself_runs_on_these_acls_with_renamed_topics(
     from processor.edge.publisher import KafkaPublisher
     from processor.registry.loader import parse_registry
     from processor.stream import StreamProcessor
-    from tests.integration.stream.stream_kit import hl7_message, raw_headers, registry_text
+    from tests.builders import hl7_message, registry_text
+    from tests.integration.stream.stream_kit import raw_headers
 
     monkeypatch.chdir(tmp_path)
     names = {"topic_raw": "partner.raw", "topic_accepted": "partner.accepted",

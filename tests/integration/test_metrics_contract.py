@@ -33,12 +33,11 @@ from processor.registry.watcher import RegistryWatcher
 from processor.stream.metrics_server import MetricsServer, start_metrics_server
 from processor.stream.processor import StreamProcessor
 from tests import contract
+from tests.builders import PASSWORD, SEED_PASSWORD, SEED_USER, basic, hl7_message, registry_yaml
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import wait_ready
-from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic, registry_yaml
 from tests.integration.stream.stream_kit import (
     RawIn,
-    hl7_message,
     produce_raw,
     raw_headers,
     wait_for,

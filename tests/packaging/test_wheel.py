@@ -136,7 +136,7 @@ from pathlib import Path
 
 import processor
 from processor.avro.codec import AvroCodec
-from processor.avro.raw import RawRecord
+from processor.raw import RawRecord
 from processor.avro.schemas import schemas_dir
 from processor.config import load_settings
 from processor.registry.loader import load_registry

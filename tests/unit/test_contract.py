@@ -19,9 +19,9 @@ import processor.edge.app  # noqa: F401 - every process's metrics are registered
 import processor.metrics  # noqa: F401
 import processor.registry.watcher  # noqa: F401
 import processor.stream.processor  # noqa: F401
-from processor.avro.raw import REQUIRED_HEADERS, RawRecord, decode_headers
 from processor.cli import _resolve, build_parser
 from processor.config import Settings
+from processor.raw import REQUIRED_HEADERS, RawRecord, decode_headers
 from processor.reasons import Reason
 from processor.stream.routing import metadata_problem
 from tests import contract

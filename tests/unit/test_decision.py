@@ -16,6 +16,7 @@ from processor.reasons import Reason
 from processor.registry.loader import load_registry
 from processor.registry.model import PrincipalType, Registry
 from tests import contract
+from tests.builders import adt_a01
 
 SAMPLE = Path(__file__).parent / "registry" / "data" / "sample_registry.yaml"
 PATIENT_MARKER = "ZZPATIENTNAMEZZ"
@@ -27,15 +28,7 @@ C = PrincipalType.CUSTOMER
 
 def message(msh4: str, *, control_id: str = CONTROL_ID, sep: str = "\r", msh15: str = "") -> bytes:
     """A small ADT^A01 with MSH-4 as given (verbatim, already escaped)."""
-    msh = f"MSH|^~\\&|SENDAPP|{msh4}|PKB|PKB|20240101120000||ADT^A01^ADT_A01|{control_id}|P|2.5"
-    if msh15:
-        msh += f"|||{msh15}|NE"
-    segments = [
-        msh,
-        "EVN|A01|20240101120000",
-        f"PID|1||9990000001^^^NHS^NH||{PATIENT_MARKER}^TEST||19700101|U",
-    ]
-    return (sep.join(segments) + sep).encode()
+    return adt_a01(msh4, control_id=control_id, sep=sep, msh15=msh15, patient=f"{PATIENT_MARKER}^TEST")
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +195,9 @@ def test_customer_plain_value_still_goes_through_row_9(registry: Registry) -> No
     assert principal is not None and not principal.active
     active_view = dataclasses.replace(principal, active=True)
     outcome = decision_module._rows_5_to_11(registry, active_view, C, "RXH01")
-    assert outcome[:2] == (Rejected, Reason.CUSTOMER_NOT_ACTIVE)
-    assert outcome[2] == "customer dormant-1 is not active"
-    assert outcome[3:] == ("dormant-1", "dormant-1")
+    assert outcome == decision_module.RowsFailed(
+        Reason.CUSTOMER_NOT_ACTIVE, "customer dormant-1 is not active", "dormant-1", "dormant-1"
+    )
 
 
 def test_rejection_keeps_header_and_resolved_ids(registry: Registry) -> None:

@@ -6,15 +6,15 @@ from processor.decision import Accepted, Rejected, decide
 from processor.reasons import Reason
 from processor.registry.loader import parse_registry
 from processor.registry.model import PrincipalType
+from tests.builders import PASSWORD_HASH
 
 P = PrincipalType.PARTNER
-HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
 
 
 def _registry(authorised_by: str) -> bytes:
     return (
         "customers:\n  - {id: trust-1, alias: trustalias}\n  - {id: trust-2, alias: otheralias}\n"
-        f'partners:\n  - {{id: mailco, username: u, password_hash: "{HASH}", authorised_by: [{authorised_by}]}}\n'
+        f'partners:\n  - {{id: mailco, username: u, password_hash: "{PASSWORD_HASH}", authorised_by: [{authorised_by}]}}\n'
     ).encode()
 
 

@@ -14,6 +14,7 @@ import pytest
 import processor.decision as decision_module
 from processor.cli import main
 from processor.registry.loader import DEMO_REGISTRY_PATH, load_registry
+from tests.builders import adt_a01
 
 SAMPLE = Path(__file__).parent / "registry" / "data" / "sample_registry.yaml"
 REPO = Path(__file__).resolve().parents[2]
@@ -28,11 +29,7 @@ KEYS = [
 
 
 def message(msh4: str, control_id: str = "CTRL-1") -> bytes:
-    return (
-        f"MSH|^~\\&|SENDAPP|{msh4}|PKB|PKB|20240101120000||ADT^A01^ADT_A01|{control_id}|P|2.5\r"
-        "EVN|A01|20240101120000\r"
-        "PID|1||9990000001^^^NHS^NH||TEST^PATIENT||19700101|U\r"
-    ).encode()
+    return adt_a01(msh4, control_id=control_id, patient="TEST^PATIENT")
 
 
 def run_explain(

@@ -13,15 +13,13 @@ from processor.cli import main
 from processor.deadletter_replay import DeadLetterReplayer, ReplayCriteria
 from processor.registry.watcher import RegistryWatcher
 from processor.stream.processor import StreamProcessor
+from tests.builders import PASSWORD_HASH, hl7_message, registry_text
 from tests.integration.sentinel import outputs_through_sentinel, records_through_sentinel
 from tests.integration.stream.stream_kit import (
-    PASSWORD_HASH,
     RawIn,
-    hl7_message,
     produce_raw,
     raw_headers,
     read_outputs,
-    registry_text,
     stream_settings,
     wait_for,
     write_atomically,

@@ -18,8 +18,8 @@ from processor.config import Settings, load_settings
 from processor.edge.server import EdgeServer
 from processor.kafka.client_config import message_max_bytes
 from processor.registry.watcher import RegistryWatcher
+from tests.builders import write_registry
 from tests.integration.sentinel import is_sentinel, produce_sentinels
-from tests.integration.edge.support import write_registry
 
 
 def create_raw_topic(bootstrap: str, topic: str, settings: Settings) -> None:

@@ -14,9 +14,9 @@ import pytest
 
 from processor.config import load_settings
 from processor.kafka.local_broker import free_port
+from tests.builders import SEED_PASSWORD, SEED_USER, basic, write_registry
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import RawReader, create_raw_topic, wait_ready
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic, write_registry
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -38,9 +38,9 @@ import pytest
 
 from processor.edge.intake import ack_control_id
 from processor.hl7.soap import SERVICE_NS
+from tests.builders import SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import RunningEdge, start_edge
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 

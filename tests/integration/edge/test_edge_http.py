@@ -10,9 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from processor.edge.intake import ack_control_id
+from tests.builders import PASSWORD, SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import load, seed_message
 from tests.integration.edge.conftest import RunningEdge
-from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 

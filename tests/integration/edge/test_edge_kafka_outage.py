@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from processor.kafka.local_broker import LocalKafka
+from tests.builders import SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import RunningEdge, start_edge, wait_ready
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

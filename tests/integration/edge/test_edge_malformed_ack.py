@@ -10,8 +10,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.builders import SEED_PASSWORD, SEED_USER, basic
 from tests.integration.edge.conftest import RunningEdge
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 

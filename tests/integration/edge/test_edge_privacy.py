@@ -8,9 +8,9 @@ from xml.sax.saxutils import escape
 import httpx
 import pytest
 
+from tests.builders import PASSWORD, SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import PATIENT_MARKERS, load, names
 from tests.integration.edge.conftest import RunningEdge
-from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import start_edge
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 
@@ -71,8 +71,8 @@ def test_serve_embeds_in_a_running_event_loop(kafka_bootstrap: str, tmp_path: Pa
     from processor.edge.server import serve
     from processor.kafka.local_broker import free_port
     from processor.registry.watcher import RegistryWatcher
+    from tests.builders import write_registry
     from tests.integration.edge.conftest import RawReader, create_raw_topic
-    from tests.integration.edge.support import write_registry
 
     topic = f"edge-test.serve.{uuid.uuid4().hex[:12]}"
     port = free_port()

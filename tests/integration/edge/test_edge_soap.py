@@ -9,9 +9,9 @@ from zeep import Client
 from zeep.transports import Transport
 
 from processor.hl7.soap import SERVICE_NS
+from tests.builders import SEED_PASSWORD, SEED_USER, basic
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import RunningEdge
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic
 
 pytestmark = pytest.mark.kafka
 

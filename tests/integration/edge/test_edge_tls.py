@@ -14,9 +14,9 @@ from processor.config import load_settings
 from processor.edge.server import EdgeServer
 from processor.errors import ConfigError
 from processor.registry.loader import parse_registry
+from tests.builders import SEED_PASSWORD, SEED_USER, basic, registry_yaml
 from tests.corpus import seed_message
 from tests.integration.edge.conftest import start_edge
-from tests.integration.edge.support import SEED_PASSWORD, SEED_USER, basic, registry_yaml
 
 pytestmark = pytest.mark.kafka
 

@@ -1,4 +1,6 @@
-"""Helpers for the stream processor's Kafka tests: registry, raw records, read-back.
+"""Helpers for the stream processor's Kafka tests: raw records, read-back.
+
+Messages and the registry come from ``tests.builders``.
 
 Fake data only. Raw records carry the six SPEC 5 headers exactly as the edge sets
 them; ``read_outputs`` reads ``hl7.accepted`` + ``hl7.deadletter`` with a
@@ -20,84 +22,11 @@ from confluent_kafka.admin import AdminClient
 from processor.config import Settings, load_settings
 from processor.kafka.topics import ensure_topics
 
-# A real argon2id hash of "testing" (cheap parameters); the processor never verifies it.
-PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
-
-REGISTRY_YAML = f"""\
-customers:
-  - id: trust-1
-    alias: trustalias
-    authorised_connectors: [trust-3]
-  - id: trust-2
-    alias: otheralias
-  - id: trust-3
-    alias: conalias
-  - id: trust-off
-    alias: offalias
-    active: false
-  - id: cust-login
-    alias: custalias
-    login:
-      username: cust_user
-      password_hash: "{PASSWORD_HASH}"
-partners:
-  - id: mailco
-    active: true
-    username: partner_mailco
-    password_hash: "{PASSWORD_HASH}"
-    authorised_by: [trust-1, trust-3{{extra_grants}}]
-  - id: sleepy
-    active: false
-    username: partner_sleepy
-    password_hash: "{PASSWORD_HASH}"
-    authorised_by: [trust-1]
-"""
-
-
-def registry_text(*, grant_trust1: bool = True, extra_grants: str = "") -> str:
-    text = REGISTRY_YAML.replace("{extra_grants}", extra_grants)
-    if not grant_trust1:
-        text = text.replace("authorised_by: [trust-1, trust-3", "authorised_by: [trust-3", 1)
-    return text
-
 
 def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def hl7_message(
-    msh4: bytes = b"trustalias{trustalias}",
-    control_id: bytes = b"MSG00001",
-    *,
-    kind: str = "ADT",
-    size: int = 0,
-) -> bytes:
-    """An ADT^A01 or ORU^R01 v2.4 message (CR-separated), padded with NTE text to ~``size`` bytes."""
-    if kind == "ADT":
-        msh9 = b"ADT^A01^ADT_A01"
-        body = (
-            b"EVN|A01|20240115103000\r"
-            b"PID|1||ZZT0000001^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
-            b"PV1|1|I|WARD1^BAY1^BED1\r"
-        )
-    else:
-        msh9 = b"ORU^R01^ORU_R01"
-        body = (
-            b"PID|1||ZZT0000001^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST||19700101|F\r"
-            b"OBR|1||LAB123|CBC^Full blood count\r"
-            b"OBX|1|NM|HB^Haemoglobin||135|g/L|115-165|N|||F\r"
-        )
-    msg = (
-        b"MSH|^~\\&|PAS|" + msh4 + b"|PKB|PKB|20240115103000||" + msh9 + b"|" + control_id
-        + b"|P|2.4\r" + body
-    )
-    n = 1
-    while len(msg) < size:
-        msg += b"NTE|%d||Synthetic note text for a fake patient, no real data here.\r" % n
-        n += 1
-    return msg
 
 
 def raw_headers(

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import hl7_message, registry_text
 from tests.integration.stream.stream_kit import (
     RawIn,
     committed_total,
-    hl7_message,
     produce_raw,
     raw_headers,
     read_outputs,
-    registry_text,
     stream_settings,
     wait_for,
     write_atomically,

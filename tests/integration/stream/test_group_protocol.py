@@ -31,13 +31,12 @@ from processor.kafka.client_config import consumer_config
 from processor.kafka.session import TxnSession
 from processor.registry.loader import load_registry
 from processor.stream import StreamProcessor
+from tests.builders import hl7_message, registry_text
 from tests.integration.stream.stream_kit import (
     RawIn,
     committed_total,
-    hl7_message,
     raw_headers,
     read_outputs,
-    registry_text,
     stream_settings,
     wait_for,
     write_atomically,

@@ -26,14 +26,13 @@ from processor.config import Settings
 from processor.kafka.topics import topic_configs
 from processor.registry.loader import parse_registry
 from processor.stream import StreamFatalError, StreamProcessor
+from tests.builders import hl7_message, registry_text
 from tests.integration.sentinel import outputs_through_sentinel, partition_count
 from tests.integration.stream.stream_kit import (
     RawIn,
-    hl7_message,
     produce_raw,
     raw_headers,
     read_outputs,
-    registry_text,
     stream_settings,
     wait_for,
 )

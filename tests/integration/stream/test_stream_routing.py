@@ -18,7 +18,6 @@ from pathlib import Path
 import fastavro
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
 from prometheus_client import REGISTRY
 
 from processor.avro.codec import AvroCodec
@@ -27,14 +26,13 @@ from processor.registry.loader import parse_registry
 from processor.registry.watcher import RegistryWatcher
 from processor.stream import StreamProcessor
 from tests import contract
+from tests.builders import hl7_message, registry_text
 from tests.integration.sentinel import outputs_through_sentinel, partition_count
 from tests.integration.stream.stream_kit import (
     RawIn,
-    hl7_message,
     produce_raw,
     raw_headers,
     read_outputs,
-    registry_text,
     stream_settings,
     wait_for,
     write_atomically,

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.avro.codec import AvroCodec
-from processor.avro.raw import RawRecord, decode_headers
 from processor.avro.records import accepted_record, dead_letter_record
 from processor.decision import Accepted
 from processor.hl7.header import read_header
+from processor.raw import RawRecord, decode_headers
 from processor.reasons import REASON_CODES, Reason
 from tests.corpus import PATIENT_MARKERS, load, seed_message
 

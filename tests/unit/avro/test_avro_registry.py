@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import avro.schema
@@ -32,7 +33,7 @@ from processor.avro.codec import (
     registry_client_config,
 )
 from processor.avro.schemas import AvroSchema
-from processor.config import load_settings, schema_registry_passthrough
+from processor.config import Settings, load_settings, schema_registry_passthrough
 from processor.errors import ConfigError
 
 ACCEPTED = "hl7.accepted"
@@ -354,13 +355,14 @@ def test_registry_failure_is_a_config_error_without_the_url(topic_schemas: dict[
 
 @needs_mock
 def test_cli_prints_the_registry_error_as_one_line(topic_schemas: dict[str, AvroSchema]) -> None:
-    from processor.cli import configuration_problem
+    from processor.cli import command_failure
 
     try:
         AvroCodec(topic_schemas, registry=SchemaRegistryClient.new_client({"url": "mock://cli"}))
     except ConfigError as exc:
-        line = configuration_problem(exc)
-    assert line is not None and line.startswith("schema registry subject hl7.accepted-value holds no schema")
+        status, line, expected = command_failure(exc)
+    assert (status, expected) == (2, True) and "\n" not in line
+    assert line.startswith("schema registry subject hl7.accepted-value holds no schema")
 
 
 # --- compatibility levels ------------------------------------------------------------------
@@ -449,12 +451,16 @@ def test_passthrough_maps_names_and_skips_the_gateways_own() -> None:
     }
 
 
-def test_passthrough_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_passthrough_reads_the_environment_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HL7_SCHEMA_REGISTRY_SSL_CA_LOCATION", "/etc/ssl/ca.pem")
-    assert schema_registry_passthrough()["ssl.ca.location"] == "/etc/ssl/ca.pem"
+    assert load_settings().schema_registry_extra["ssl.ca.location"] == "/etc/ssl/ca.pem"
 
 
-def test_passthrough_reaches_the_client_config(monkeypatch: pytest.MonkeyPatch) -> None:
+def _with_passthrough(settings: Settings, env: dict[str, str]) -> Settings:
+    return settings.model_copy(update={"schema_registry_extra": schema_registry_passthrough(env)})
+
+
+def test_passthrough_reaches_the_client_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env = {
         "HL7_SCHEMA_REGISTRY_URL": "https://ignored.example",
         "HL7_SCHEMA_REGISTRY_URL_EXTRA": "not the url",
@@ -463,8 +469,11 @@ def test_passthrough_reaches_the_client_config(monkeypatch: pytest.MonkeyPatch) 
         "HL7_SCHEMA_REGISTRY_TIMEOUT": "2.5",
         "HL7_SCHEMA_REGISTRY_CACHE_CAPACITY": "50",
     }
+    monkeypatch.chdir(tmp_path)  # no .env file
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     settings = load_settings(schema_registry_url="https://registry.example:8081")
-    conf = registry_client_config(settings, env)
+    conf = registry_client_config(settings)
     assert conf == {
         "url.extra": "not the url",
         "basic.auth.user.info": "key:secret",
@@ -480,21 +489,23 @@ def test_passthrough_reaches_the_client_config(monkeypatch: pytest.MonkeyPatch) 
         def __init__(self, conf: dict[str, Any]) -> None:
             seen.append(conf)
 
+    settings = _with_passthrough(settings, env)
     monkeypatch.setattr("confluent_kafka.schema_registry.SchemaRegistryClient", Recording)
-    registry_client(settings, env)
-    assert seen == [registry_client_config(settings, env)]
+    registry_client(settings)
+    assert seen == [registry_client_config(settings)]
     monkeypatch.undo()
     # The real client takes them (timeout and cache.capacity exist from confluent-kafka 2.7).
     known = {k: v for k, v in env.items() if "TIMEOUT" not in k and "CACHE" not in k}
-    assert isinstance(registry_client(settings, known), SchemaRegistryClient)
+    assert isinstance(registry_client(_with_passthrough(settings, known)), SchemaRegistryClient)
 
 
 def test_refused_client_settings_are_a_config_error_without_secrets() -> None:
     settings = load_settings(schema_registry_url="https://user:pw-in-url@registry.example")
     with pytest.raises(ConfigError) as caught:
-        registry_client(settings, {"HL7_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "key:secret-value"})
+        registry_client(_with_passthrough(settings, {"HL7_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "key:secret-value"}))
     assert "secret-value" not in str(caught.value) and "pw-in-url" not in str(caught.value)
+    plain = load_settings(schema_registry_url="https://registry.example")
     with pytest.raises(ConfigError, match="no.such.key"):
-        registry_client(load_settings(schema_registry_url="https://registry.example"), {"HL7_SCHEMA_REGISTRY_NO_SUCH_KEY": "1"})
+        registry_client(_with_passthrough(plain, {"HL7_SCHEMA_REGISTRY_NO_SUCH_KEY": "1"}))
     with pytest.raises(ConfigError, match="max.retries"):
-        registry_client(load_settings(schema_registry_url="https://registry.example"), {"HL7_SCHEMA_REGISTRY_MAX_RETRIES": "many"})
+        registry_client(_with_passthrough(plain, {"HL7_SCHEMA_REGISTRY_MAX_RETRIES": "many"}))

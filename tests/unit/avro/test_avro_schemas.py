@@ -10,6 +10,7 @@ from typing import Any
 import avro.schema
 import pytest
 
+from processor.avro.codec import AvroCodec
 from processor.avro.schemas import (
     ACCEPTED_MESSAGE,
     DEAD_LETTER,
@@ -18,6 +19,7 @@ from processor.avro.schemas import (
     load_schema,
     schemas_dir,
 )
+from processor.config import load_settings
 from processor.errors import ConfigError
 from tests import contract
 
@@ -151,10 +153,16 @@ def test_crc64_matches_reference_implementation_on_primitives() -> None:
 def test_schemas_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(schemas_dir() / f"{DEAD_LETTER}.avsc", tmp_path / f"{DEAD_LETTER}.avsc")
     monkeypatch.setenv(SCHEMAS_DIR_ENV, str(tmp_path))
-    assert schemas_dir() == tmp_path
-    assert load_schema(DEAD_LETTER).full_name == "com.pkb.hl7gateway.DeadLetter"
+    settings = load_settings()
+    assert settings.schemas_dir == tmp_path and schemas_dir(settings.schemas_dir) == tmp_path
+    assert (
+        load_schema(DEAD_LETTER, schemas_dir(settings.schemas_dir)).full_name
+        == "com.pkb.hl7gateway.DeadLetter"
+    )
     with pytest.raises(ConfigError, match=SCHEMAS_DIR_ENV):
-        load_schema(ACCEPTED_MESSAGE)
+        load_schema(ACCEPTED_MESSAGE, schemas_dir(settings.schemas_dir))
+    with pytest.raises(ConfigError, match=SCHEMAS_DIR_ENV):  # the codec reads them from there too
+        AvroCodec.from_settings(settings)
 
 
 def test_invalid_schema_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:

@@ -128,13 +128,11 @@ def names_in() -> Callable[[str], set[str]]:
 @pytest.fixture(scope="session")
 def known_setting() -> Callable[[str], bool]:
     """True for an environment variable the gateway reads (SPEC section 7)."""
-    from processor.avro.schemas import SCHEMAS_DIR_ENV
     from processor.config import Settings
 
     fields = {f"HL7_{name.upper()}" for name in Settings.model_fields}
-    # Read outside Settings: the local development broker's jar cache and Maven mirror
-    # (processor/kafka/local_broker.py) and the test suite's broker (tests/conftest.py).
-    extra = {SCHEMAS_DIR_ENV, "HL7_LOCAL_KAFKA_CACHE", "HL7_MAVEN_REPOSITORY", "HL7_TEST_KAFKA_BOOTSTRAP"}
+    # Read outside Settings: only the test suite's broker (tests/conftest.py).
+    extra = {"HL7_TEST_KAFKA_BOOTSTRAP"}
 
     def known(name: str) -> bool:
         return name in fields or name in extra or name.startswith("HL7_KAFKA_")

@@ -16,8 +16,8 @@ from processor.config import load_settings
 from processor.edge.app import create_app
 from processor.registry.loader import parse_registry
 from processor.registry.model import Registry
+from tests.builders import PASSWORD, SEED_PASSWORD, SEED_USER, basic, registry_yaml
 from tests.corpus import PATIENT_MARKERS, seed_message
-from tests.integration.edge.support import PASSWORD, SEED_PASSWORD, SEED_USER, basic, registry_yaml
 
 AUTH = {"Authorization": basic(SEED_USER, SEED_PASSWORD), "Content-Type": "application/hl7-v2"}
 

@@ -16,8 +16,8 @@ from processor.hl7.ack import AckOutcome
 from processor.reasons import Reason
 from processor.registry.loader import parse_registry
 from processor.registry.model import Registry
+from tests.builders import registry_yaml
 from tests.corpus import seed_message
-from tests.integration.edge.support import registry_yaml
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
 INGEST = "0b7c6c53-9d1c-4a8e-b8a5-0d7f3c1e2a4b"

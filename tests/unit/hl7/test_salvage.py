@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import datetime, timezone
 
 import pytest
@@ -145,7 +147,7 @@ def test_lenient_reader_never_raises(data: bytes) -> None:
     h = _salvage(data)
     assert h is None or isinstance(h, MshHeader)
     if h is not None:  # whatever is returned is as whole as read_header's
-        assert len(h) == len(MshHeader._fields)
+        assert all(getattr(h, f.name) is not None or f.type != "str" for f in dataclasses.fields(h))
         assert h.field_separator == chr(data[data.index(b"MSH") + 3])
 
 

@@ -13,18 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from argon2 import PasswordHasher
 
-CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+from tests.builders import cheap_hash
+
 SAMPLE = Path(__file__).parent / "data" / "sample_registry.yaml"
-
-_HASHES: dict[str, str] = {}
-
-
-def cheap_hash(password: str) -> str:
-    if password not in _HASHES:
-        _HASHES[password] = CHEAP.hash(password)
-    return _HASHES[password]
 
 
 def base_document() -> dict[str, Any]:

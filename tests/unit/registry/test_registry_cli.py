@@ -57,15 +57,16 @@ def test_hash_password_mismatch_on_terminal(
 ) -> None:
     monkeypatch.setattr(sys, "stdin", FakeStdin("", tty=True))
     monkeypatch.setattr("getpass.getpass", answers(["pw-1", "pw-2"]))
-    assert main(["registry", "hash-password"]) == 1
+    assert main(["registry", "hash-password"]) == 2  # unusable input
     out, err = capsys.readouterr()
-    assert out == "" and "differ" in err
+    assert out == "" and err == "hl7-processor: registry hash-password: passwords differ\n"
 
 
 def test_hash_password_refuses_empty(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", FakeStdin("\n", tty=False))
-    assert main(["registry", "hash-password"]) == 1
-    assert capsys.readouterr().out == ""
+    assert main(["registry", "hash-password"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "hl7-processor: registry hash-password: empty password refused\n"
 
 
 def test_check_valid_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,10 +20,10 @@ from processor.metrics import PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.registry.loader import parse_registry
 from processor.stream import StreamFatalError, StreamProcessor
 from processor.stream.txn_errors import TxnAction
+from tests.builders import PASSWORD_HASH, hl7_message
 from tests.unit.stream.fake_session import LANDED, FakeSession
 
 RAW, ACCEPTED, DEADLETTER = "t.raw", "t.accepted", "t.deadletter"
-PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
 REGISTRY = parse_registry(f"""
 customers:
   - {{id: trust-1, alias: trustalias}}
@@ -33,10 +33,7 @@ partners:
 
 
 def message(i: int, pad: int = 0) -> bytes:
-    return (
-        b"MSH|^~\\&|PAS|trustalias{trustalias}|PKB|PKB|20240115103000||ADT^A01^ADT_A01|C%d|P|2.4\r"
-        b"PID|1||ZZT0000001^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST\r" % i + b"NTE|1||" + b"x" * pad + b"\r"
-    )
+    return hl7_message(control_id=b"C%d" % i, kind="PID") + b"NTE|1||" + b"x" * pad + b"\r"
 
 
 def headers() -> list[tuple[str, bytes]]:

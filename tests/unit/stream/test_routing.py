@@ -8,11 +8,12 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from processor.avro.codec import AvroCodec
-from processor.avro.raw import RawRecord, decode_headers
 from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, load_schema
+from processor.raw import RawRecord, decode_headers
 from processor.reasons import Reason
 from processor.registry.loader import parse_registry
 from processor.stream.routing import (
@@ -24,23 +25,9 @@ from processor.stream.routing import (
     route,
 )
 from tests import contract
+from tests.builders import hl7_message, registry_text
 
-PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$SnMS2d9rx+FyL0jKo7ZPBg$kKWwPqyZB/qNQZR/L0B6wiDyujNe7apV6zzDB30QOFs"
-REGISTRY = parse_registry(
-    f"""
-customers:
-  - {{id: trust-1, alias: trustalias, authorised_connectors: [trust-3]}}
-  - {{id: trust-2, alias: otheralias}}
-  - {{id: trust-3, alias: conalias}}
-  - {{id: trust-off, alias: offalias, active: false}}
-  - id: cust-login
-    alias: custalias
-    login: {{username: cust_user, password_hash: "{PASSWORD_HASH}"}}
-partners:
-  - {{id: mailco, username: partner_mailco, password_hash: "{PASSWORD_HASH}", authorised_by: [trust-1, trust-3]}}
-  - {{id: sleepy, active: false, username: partner_sleepy, password_hash: "{PASSWORD_HASH}", authorised_by: [trust-1]}}
-""".encode()
-)
+REGISTRY = parse_registry(registry_text().encode())
 TOPICS = Topics(accepted="out.accepted", deadletter="out.deadletter")
 CODEC = AvroCodec(
     {TOPICS.accepted: load_schema(ACCEPTED_MESSAGE), TOPICS.deadletter: load_schema(DEAD_LETTER)}
@@ -51,10 +38,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def message(msh4: bytes = b"trustalias{trustalias}", control_id: bytes = b"CTRL0001") -> bytes:
-    return (
-        b"MSH|^~\\&|PAS|" + msh4 + b"|PKB|PKB|20240115103000||ADT^A01^ADT_A01|" + control_id
-        + b"|P|2.4\rPID|1||ZZT0000001^^^TRUST^MR||ZZTESTPATIENT^ZZTESTFIRST\r"
-    )
+    return hl7_message(msh4, control_id, kind="PID")
 
 
 def kafka_headers(principal: str = "mailco", ptype: str = "partner", **override: bytes | None):

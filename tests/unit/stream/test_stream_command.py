@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.cli import main as cli_main
 from processor.commands.stream import main
 
 
@@ -22,29 +23,34 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_registry_file_required(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def run_cli(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli_main(["stream"])
+    return code, capsys.readouterr().err
+
+
+def test_registry_file_required(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-    with caplog.at_level(logging.ERROR):
-        assert main(args()) == 2
-    assert "HL7_REGISTRY_FILE is not set" in caplog.text
+    code, err = run_cli(capsys)
+    assert code == 2
+    assert err.startswith("hl7-processor: ") and "HL7_REGISTRY_FILE" in err and err.count("\n") == 1
 
 
-def test_bootstrap_required(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR):
-        assert main(args()) == 2
-    assert "HL7_KAFKA_BOOTSTRAP_SERVERS is not set" in caplog.text
+def test_bootstrap_required(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(capsys)
+    assert code == 2
+    assert err.startswith("hl7-processor: ") and "HL7_KAFKA_BOOTSTRAP_SERVERS" in err and err.count("\n") == 1
 
 
 def test_invalid_registry_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "registry.yaml"
     bad.write_text("customers: [{id: x}]\n")
     monkeypatch.setenv("HL7_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("HL7_REGISTRY_FILE", str(bad))
-    with caplog.at_level(logging.ERROR):
-        assert main(args()) == 2
-    assert "registry refused" in caplog.text
+    code, err = run_cli(capsys)
+    assert code == 2
+    assert err.startswith("hl7-processor: ") and "Traceback" not in err
 
 
 def test_signals_reach_the_processor_through_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:

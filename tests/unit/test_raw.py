@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.avro.raw import (
+from processor.raw import (
     MAX_KEY_MSH4_BYTES,
     REQUIRED_HEADERS,
     DecodedHeaders,
