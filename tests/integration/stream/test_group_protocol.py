@@ -223,12 +223,15 @@ def test_processor_consumer_settings_per_protocol(monkeypatch: pytest.MonkeyPatc
         def subscribe(self, *_args: Any, **_kwargs: Any) -> None:
             pass
 
-    session = TxnSession(_settings(), stop=threading.Event(), on_revoke=lambda *_: None,
-                         consumer_factory=FakeConsumer)
+    def new_consumer() -> None:  # Settings (and their pass-through) are read once, when built
+        session = TxnSession(_settings(), stop=threading.Event(), on_revoke=lambda *_: None,
+                             consumer_factory=FakeConsumer)
+        session._new_consumer()
+
     monkeypatch.delenv("HL7_KAFKA_GROUP_PROTOCOL", raising=False)
-    session._new_consumer()
+    new_consumer()
     monkeypatch.setenv("HL7_KAFKA_GROUP_PROTOCOL", "consumer")
-    session._new_consumer()
+    new_consumer()
     assert built[0]["partition.assignment.strategy"] == "cooperative-sticky"
     assert "group.protocol" not in built[0]
     assert "partition.assignment.strategy" not in built[1] and built[1]["group.protocol"] == "consumer"
