@@ -174,13 +174,7 @@ class _Edge:
             return self._finish(principal_or_reply, "other", started, body_consumed=False)
         held = [0]
         try:
-            body = await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                self.settings.max_body_bytes,
-                self.admission,
-                held,
-            )
+            body = await self._read_body(request, held)
         finally:
             self.admission.release(held[0])
         return self._finish(_Reply(200, b"ok %d\n" % len(body), _TEXT), "other", started, body_consumed=True)
@@ -244,6 +238,17 @@ class _Edge:
             # Unread request bytes would be drained on a kept-alive connection: close it instead.
             headers["Connection"] = "close"
         return Response(reply.body, reply.status, headers=headers, media_type=reply.media_type)
+
+    async def _read_body(self, request: Request, held: list[int]) -> bytes:
+        """The body within the per-request limit and the edge-wide budget (``held[0]``: bytes
+        reserved, released by the caller)."""
+        return await read_body(
+            request.stream(),
+            request.headers.get("content-length"),
+            self.settings.max_body_bytes,
+            self.admission,
+            held,
+        )
 
     def _rate_limited(self, transport: str, wait: int) -> _Reply:
         EDGE_AUTH_FAILURES.labels("rate_limited").inc()
@@ -313,13 +318,7 @@ class _Edge:
         if media is None or media.type not in allowed:
             return self._error(transport, 415, "Unsupported content type")
         try:
-            body = await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                self.settings.max_body_bytes,
-                self.admission,
-                held,
-            )
+            body = await self._read_body(request, held)
         except BodyTooLarge:
             return self._error(transport, 413, "Request body too large")
         except BadLength:
