@@ -12,12 +12,47 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Message
 
 from processor.kafka.session import Offsets, Partition, RecordTooLarge, SessionError
 from processor.stream.txn_errors import TxnAction
+
+
+
+class FakeMessage:
+    """What the loop reads of a consumed record. ``confluent_kafka.Message(...)`` can only be
+    built from Python since confluent-kafka 2.10, and the floor (2.7) must run these tests."""
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes, value: bytes,
+                 headers: list[tuple[str, bytes]]) -> None:
+        self._coords = (topic, partition, offset)
+        self._key, self._value, self._headers = key, value, headers
+
+    def topic(self) -> str:
+        return self._coords[0]
+
+    def partition(self) -> int:
+        return self._coords[1]
+
+    def offset(self) -> int:
+        return self._coords[2]
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)  # TIMESTAMP_CREATE_TIME
+
+    def error(self) -> None:
+        return None
 
 
 @dataclass
@@ -75,8 +110,7 @@ class FakeSession:
     def add(self, topic: str, partition: int, values: Sequence[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
         part = self.records.setdefault((topic, partition), [])
         for value, headers in values:
-            part.append(Message(topic=topic, partition=partition, offset=len(part), key=b"k",
-                                value=value, headers=headers, timestamp=(1, 1_700_000_000_000)))
+            part.append(cast(Message, FakeMessage(topic, partition, len(part), b"k", value, headers)))
 
     def revoke(self, partitions: set[Partition], why: str = "revoked") -> None:
         self._assigned -= partitions
