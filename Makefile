@@ -14,7 +14,7 @@ LOCK_TOOL_VENV ?= build/venv-lock-tool
 UV_VERSION ?= 0.13.8
 LOCK_FLAGS ?=
 
-.PHONY: setup run test test-unit test-floor lint lock bench kafka clean
+.PHONY: setup run test test-unit test-floor lint lock mutation bench kafka clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ lint: setup
 	$(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
 	$(BIN)/mypy || status=1; \
 	exit $$status
+
+# Mutation testing (mutmut) of the pure core against the fast unit tests, in a copy of the
+# tree; about 6 minutes on 2 cores, so not part of CI. Report and triage: docs/mutation.md.
+mutation: setup
+	bash tools/mutation.sh
 
 # The unit tests with the oldest confluent-kafka pyproject.toml allows (its own venv),
 # so the floor stays true. Raise the floor when code needs a newer client.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.decision import Rejected, decide
+from processor.decision import Accepted, Rejected, decide
 from processor.reasons import Reason
 from processor.registry.loader import load_registry
 from processor.registry.model import PrincipalType, Registry
@@ -137,3 +137,18 @@ def test_unreadable_registry_version_is_reported_as_unknown() -> None:
     assert isinstance(result, Rejected) and result.reason is Reason.PROCESSING_ERROR
     assert result.registry_version == "unknown"
     assert result.detail == "unexpected KeyError while deciding"
+
+
+def test_rejections_after_row7_name_the_customers_already_resolved(registry: Registry) -> None:
+    row8 = decide(registry, "mailco", P, message("trustalias{nosuch}"))
+    assert isinstance(row8, Rejected) and row8.reason is Reason.UNKNOWN_DATA_CONTROLLER_ALIAS
+    assert (row8.connecting_customer_id, row8.data_controller_id) == ("trust-1", None)
+    row10 = decide(registry, "otherco", P, message("trustalias{gpalias}"))
+    assert isinstance(row10, Rejected) and row10.reason is Reason.PARTNER_NOT_AUTHORISED
+    assert (row10.connecting_customer_id, row10.data_controller_id) == ("trust-1", "gp-1")
+
+
+def test_a_customer_plain_msh4_longer_than_the_cache_key_is_still_its_own_alias(registry: Registry) -> None:
+    result = decide(registry, "trust-1", PrincipalType.CUSTOMER, message("RXH01-" + "W" * 200))
+    assert isinstance(result, Accepted)
+    assert (result.connecting_alias, result.data_controller_alias) == ("trustalias", "trustalias")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from processor.raw import RawRecord
 from processor.avro.records import accepted_record, dead_letter_record, principal_type_symbol
 from processor.decision import Accepted
 from processor.hl7.header import read_header
+from processor.raw import RawRecord
 from processor.reasons import Reason
 from processor.registry.model import PrincipalType
 

@@ -37,7 +37,7 @@ def latin1_message(version: str = "2.5") -> bytes:
     )
 
 
-def run(registry: Registry, payload: bytes, charset: str | None):  # type: ignore[no-untyped-def]
+def run(registry: Registry, payload: bytes, charset: str | None):
     principal = registry.principal("mailco")
     assert principal is not None
     return assess(

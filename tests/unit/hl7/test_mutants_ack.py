@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from processor.hl7.ack import AckOutcome, build_ack
-from processor.hl7.header import read_header
+from processor.hl7.header import read_header, salvage_header
 from processor.reasons import Reason
 
 TS = datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -100,3 +100,12 @@ def test_unusual_delimiters_escape_the_v27_informational_err() -> None:
         "MSA|AE|MSG1",
         "ERR|||207/Application internal error/HL70357|E||||a\\S\\b^c",
     ]
+
+
+@pytest.mark.parametrize("msh12", ["", "^2.4"], ids=["empty", "empty-version-id"])
+def test_ack_to_a_salvaged_header_without_version_id_uses_the_default_version(msh12: str) -> None:
+    payload = f"MSH|^~\\&|PAS|ta{{tb}}|PKB|PKBFAC|20240115||ADT^A01|MSG1|T|{msh12}\rPID|1\r".encode()
+    header = salvage_header(payload)
+    assert header is not None and header.version_id == ""
+    ack = build_ack(header, AckOutcome.REJECT, control_id="ACK1", timestamp=TS, reason=Reason.MALFORMED_HL7)
+    assert _segments(ack)[0].split("|")[11] == "2.5"

@@ -15,8 +15,8 @@ from typing import Any
 import fastavro
 
 from processor.avro.codec import AvroCodec
-from processor.raw import RawRecord, decode_headers
 from processor.avro.schemas import ACCEPTED_MESSAGE, DEAD_LETTER, load_schema
+from processor.raw import RawRecord, decode_headers
 from processor.reasons import Reason
 from processor.registry.loader import parse_registry
 from processor.stream.routing import (
