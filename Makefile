@@ -46,7 +46,7 @@ lint: setup
 # Mutation testing (mutmut) of the pure core against the fast unit tests, in a copy of the
 # tree; about 6 minutes on 2 cores, so not part of CI. Report and triage: docs/mutation.md.
 mutation: setup
-	bash tools/mutation.sh
+	VENV=$(VENV) bash tools/mutation.sh
 
 # The unit tests with the oldest confluent-kafka pyproject.toml allows (its own venv),
 # so the floor stays true. Raise the floor when code needs a newer client.

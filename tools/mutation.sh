@@ -63,10 +63,8 @@ pytest_add_cli_args_test_selection = [
     "tests/unit/stream/test_routing.py",
     "tests/unit/stream/test_mutants_routing.py",
 ]
-# Fork each mutant's worker from a process that has only collected the tests: forked from
-# mutmut's main process (which ran the whole suite once), workers would inherit the filled
-# lru_cache / memo tables of processor.decision and processor.hl7.msh4, and a mutant in a
-# cached function would never run.
+# Fork each mutant's worker from a process that has only collected the tests, not from
+# mutmut's main process, which ran the whole suite once (caches and other state filled).
 process_isolation = "forkserver"
 # A fixed Hypothesis seed: the same examples for every mutant (a verdict must not depend on
 # luck); tests/_mutation_cache_reset.py (written by tools/mutation.sh) empties the core's
