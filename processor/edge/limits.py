@@ -172,13 +172,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- limits ------------------------------------------------------------------------------
     def _head_too_large(self, data: bytes) -> bool:
         """Count this read's head bytes (up to the end of the head, if it is in here)."""
-        joined = self._head_tail + data
-        end = joined.find(_END_OF_HEAD)
+        # Look where "\r\n\r\n" may straddle the previous read, then in this read: never
+        # copy the read itself (it may carry up to 256 KiB of body after the head).
+        keep = len(_END_OF_HEAD) - 1
+        tail = self._head_tail
+        end = (tail + data[:keep]).find(_END_OF_HEAD) if tail else -1
+        if end < 0:
+            found = data.find(_END_OF_HEAD)
+            end = found + len(tail) if found >= 0 else -1
         if end >= 0:
-            head_part = end + len(_END_OF_HEAD) - len(self._head_tail)
+            head_part = end + len(_END_OF_HEAD) - len(tail)
         else:
             head_part = len(data)
-            self._head_tail = joined[-(len(_END_OF_HEAD) - 1) :]
+            self._head_tail = (tail + data[-keep:])[-keep:]
         self._head_bytes += head_part
         return self._head_bytes > self.limits.max_header_bytes
 
