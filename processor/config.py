@@ -171,14 +171,10 @@ def _passthrough(prefix: str, variables: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def kafka_passthrough(environ: Mapping[str, str]) -> dict[str, str]:
     """librdkafka settings from the ``HL7_KAFKA_*`` variables in ``environ`` that are not
-    settings of their own: ``HL7_KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``.
-
-    Without ``environ`` (deprecated, for callers not moved yet): ``load_settings().kafka_extra``,
-    i.e. a second Settings built; use the ``kafka_extra`` of the Settings already built."""
-    if environ is None:
-        return load_settings().kafka_extra
+    settings of their own: ``HL7_KAFKA_SASL_MECHANISM`` -> ``sasl.mechanism``. Commands use
+    the ``kafka_extra`` of the Settings they built, which holds the same map."""
     return _passthrough(_KAFKA_PREFIX, environ)
 
 

@@ -20,6 +20,10 @@ positions and ids only.
     │   └── SchemaRegistryUnavailable
     ├── KafkaUnavailable             2  Kafka cannot be asked (see the class)
     └── RuntimeFailure               1  good input, but the work failed
+        ├── StreamFatalError
+        ├── SessionError             (a Kafka transaction call; the loop recovers)
+        │   └── RecordTooLarge
+        ├── SessionStopped
         ├── AuthenticatorBusy        (edge: 503)
         ├── OverBudget               (edge: 503)
         ├── AvroEncodeError          (also a ValueError)
@@ -29,8 +33,12 @@ positions and ids only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from processor.reasons import Reason
+
+if TYPE_CHECKING:
+    from processor.stream.txn_errors import TxnAction
 
 __all__ = [
     "GatewayError",
@@ -48,6 +56,9 @@ __all__ = [
     "KafkaUnavailable",
     "RuntimeFailure",
     "StreamFatalError",
+    "SessionError",
+    "RecordTooLarge",
+    "SessionStopped",
     "AuthenticatorBusy",
     "OverBudget",
     "AvroEncodeError",
@@ -175,6 +186,25 @@ class RuntimeFailure(GatewayError):
 
 class StreamFatalError(RuntimeFailure):
     """The processor cannot continue (fenced by a newer instance, fatal client error)."""
+
+
+class SessionError(RuntimeFailure):
+    """A Kafka transaction call failed. ``action`` is the safe reaction (a
+    :class:`processor.stream.txn_errors.TxnAction`), ``name`` the log-safe error name. The
+    stream loop recovers from all but a fatal one, which becomes :class:`StreamFatalError`."""
+
+    def __init__(self, action: TxnAction, name: str) -> None:
+        super().__init__(name)
+        self.action = action
+        self.name = name
+
+
+class RecordTooLarge(SessionError):
+    """``produce`` refused one record as larger than the producer allows (nothing was sent)."""
+
+
+class SessionStopped(RuntimeFailure):
+    """Asked to stop while a producer could not be initialised (Kafka unreachable)."""
 
 
 class AuthenticatorBusy(RuntimeFailure):

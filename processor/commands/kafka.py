@@ -19,7 +19,6 @@ from processor.kafka.local_broker import (
     SASL_MECHANISM,
     SUPER_USER,
     LocalKafka,
-    cache_dir,
     recorded_sasl_users,
 )
 from processor.shutdown import on_shutdown_signal
@@ -64,13 +63,11 @@ def main(args: argparse.Namespace) -> int:
     on_shutdown_signal(stop.set)
     # A ConfigError (no Java, a data directory formatted in the other mode, ...) goes on to
     # processor.cli: one line, exit 2.
-    broker = LocalKafka(
+    broker = LocalKafka.from_settings(
+        settings,
         data_dir=args.data_dir,
         port=args.port,
         sasl_users=_sasl_users(args.data_dir) if sasl else None,
-        jar_cache=cache_dir(settings.local_kafka_cache),
-        maven_repository=settings.maven_repository,
-        log_level=settings.local_kafka_log_level,
     )
     try:
         bootstrap = broker.start()

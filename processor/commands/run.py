@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from processor.config import Settings, load_settings
-from processor.errors import ConfigError, RegistryInvalid
+from processor.errors import CommandFailed, GatewayError
 from processor.shutdown import on_shutdown_signal
 
 __all__ = ["main", "curl_command"]
@@ -64,11 +64,11 @@ def main(args: argparse.Namespace) -> int:
     from processor.kafka.topics import ensure_topics
     from processor.registry.watcher import RegistryWatcher
     from processor.stream.metrics_server import start_metrics_server
-    from processor.stream.processor import StreamFatalError, StreamProcessor
+    from processor.stream.processor import StreamProcessor
 
     settings = load_settings(schema_registry_auto_register=True)  # a demo: register the schemas
     stop = threading.Event()
-    failure: list[str] = []
+    failure: list[GatewayError] = []  # what ended the run, reported by processor.cli
     on_shutdown_signal(stop.set)
 
     broker: LocalKafka | None = None
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not settings.kafka_bootstrap_servers:
             print("No HL7_KAFKA_BOOTSTRAP_SERVERS: starting a local Apache Kafka ...", flush=True)
-            broker = LocalKafka(data_dir=args.data_dir)
+            broker = LocalKafka.from_settings(settings, data_dir=args.data_dir)
             settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.start()})
         ensure_topics(settings)
 
@@ -97,8 +97,8 @@ def main(args: argparse.Namespace) -> int:
         def run_processor() -> None:
             try:
                 processor.run()
-            except (StreamFatalError, ConfigError) as exc:
-                failure.append(f"stream processor stopped: {exc}")
+            except GatewayError as exc:  # StreamFatalError, or a ConfigError at start
+                failure.append(exc)
                 stop.set()
 
         worker = threading.Thread(target=run_processor, name="stream-processor", daemon=True)
@@ -121,8 +121,10 @@ def main(args: argparse.Namespace) -> int:
             flush=True,
         )
         stop.wait()
-    except (ConfigError, RegistryInvalid, OSError) as exc:
-        failure.append(str(exc))
+    except GatewayError as exc:
+        failure.append(exc)
+    except OSError as exc:  # e.g. the edge's port is taken
+        failure.append(CommandFailed(f"run: {exc.strerror or type(exc).__name__}"))
     finally:
         print("stopping ...", flush=True)
         if edge is not None:
@@ -139,6 +141,5 @@ def main(args: argparse.Namespace) -> int:
             broker.close()
         print("stopped", flush=True)
     if failure:
-        print(f"hl7-processor run: {failure[0]}", file=sys.stderr)
-        return 1
+        raise failure[0]  # processor.cli: one "hl7-processor: ..." line, exit 2 or 1
     return 0

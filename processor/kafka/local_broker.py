@@ -28,8 +28,9 @@ from base64 import urlsafe_b64encode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from processor.config import MAVEN_CENTRAL
+from processor.config import MAVEN_CENTRAL, Settings
 from processor.errors import ConfigError
 
 __all__ = [
@@ -345,6 +346,17 @@ class LocalKafka:
     temporary data directory. ``stop()`` then ``start()`` restarts on the same ports
     with the same data (tests use this to take the broker away and bring it back).
     """
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> LocalKafka:
+        """A broker whose jar cache, Maven repository and log level come from the Settings
+        the command already built; ``kwargs`` as for the constructor (``data_dir``, ...)."""
+        return cls(
+            jar_cache=cache_dir(settings.local_kafka_cache),
+            maven_repository=settings.maven_repository,
+            log_level=settings.local_kafka_log_level,
+            **kwargs,
+        )
 
     def __init__(
         self,

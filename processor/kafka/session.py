@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 
 from processor.config import Settings
+from processor.errors import RecordTooLarge, SessionError, SessionStopped
 from processor.kafka.client_config import consumer_config, consumer_group_protocol, producer_config
 from processor.stream.lag import LagTracker
 from processor.stream.txn_errors import TxnAction, classify, error_name
@@ -60,25 +61,9 @@ _RECORD_TOO_LARGE = frozenset(
 )
 
 
-class SessionError(Exception):
-    """A Kafka call failed; ``action`` is the safe reaction (``TxnAction``), ``name`` log-safe."""
-
-    def __init__(self, action: TxnAction, name: str) -> None:
-        super().__init__(name)
-        self.action = action
-        self.name = name
-
-    @classmethod
-    def of(cls, exc: BaseException) -> SessionError:
-        return cls(classify(exc), error_name(exc))
-
-
-class RecordTooLarge(SessionError):
-    """``produce`` refused one record as larger than the producer allows (nothing was sent)."""
-
-
-class SessionStopped(Exception):
-    """``stop`` was set while a producer could not be initialised (Kafka unreachable)."""
+def _failure(exc: BaseException) -> SessionError:
+    """The :class:`SessionError` for a failed Kafka call: its safe reaction and log-safe name."""
+    return SessionError(classify(exc), error_name(exc))
 
 
 class Session(Protocol):
@@ -181,7 +166,7 @@ class TxnSession:
         try:
             self._producer.begin_transaction()  # type: ignore[union-attr]
         except KafkaException as exc:
-            raise SessionError.of(exc) from exc
+            raise _failure(exc) from exc
 
     def produce(
         self,
@@ -207,7 +192,7 @@ class TxnSession:
             except KafkaException as exc:
                 if exc.args[0].code() in _RECORD_TOO_LARGE:
                     raise RecordTooLarge(classify(exc), error_name(exc)) from exc
-                raise SessionError.of(exc) from exc
+                raise _failure(exc) from exc
 
     def flush(self) -> None:
         """Wait until every queued record is delivered (or failed): a record batch boundary."""
@@ -222,19 +207,19 @@ class TxnSession:
                 self._timeout_s,
             )
         except KafkaException as exc:
-            raise SessionError.of(exc) from exc
+            raise _failure(exc) from exc
 
     def commit(self) -> None:
         try:
             self._producer.commit_transaction(self._timeout_s)  # type: ignore[union-attr]
         except KafkaException as exc:
-            raise SessionError.of(exc) from exc
+            raise _failure(exc) from exc
 
     def abort(self) -> None:
         try:
             self._producer.abort_transaction(self._timeout_s)  # type: ignore[union-attr]
         except KafkaException as exc:
-            raise SessionError.of(exc) from exc
+            raise _failure(exc) from exc
 
     # ------------------------------------------------------------------ recovery
     def replace_producer(self) -> None:

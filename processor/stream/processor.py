@@ -32,17 +32,9 @@ from typing import Any, NoReturn
 from confluent_kafka import Message, Producer
 
 from processor.config import Settings
-from processor.errors import ConfigError, StreamFatalError
+from processor.errors import ConfigError, RecordTooLarge, SessionError, SessionStopped, StreamFatalError
 from processor.health import Readiness
-from processor.kafka.session import (
-    Offsets,
-    Partition,
-    RecordTooLarge,
-    Session,
-    SessionError,
-    SessionStopped,
-    TxnSession,
-)
+from processor.kafka.session import Offsets, Partition, Session, TxnSession
 from processor.metrics import PROCESSOR_END_TO_END, PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.registry.model import Registry
 from processor.stream.oversize import OversizePolicy

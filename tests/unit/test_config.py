@@ -130,12 +130,6 @@ def test_no_env_file_means_no_passthrough_from_it(tmp_path: Path, monkeypatch: p
     assert Settings().kafka_extra == {"security.protocol": "SASL_SSL"}
 
 
-def test_argument_free_passthrough_still_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deprecated form kept for callers not moved to ``Settings.kafka_extra`` yet."""
-    monkeypatch.setenv("HL7_KAFKA_SASL_MECHANISM", "PLAIN")
-    assert kafka_passthrough()["sasl.mechanism"] == "PLAIN"
-
-
 def test_former_outside_variables_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _no_hl7_environment(monkeypatch, tmp_path)
     defaults = load_settings()

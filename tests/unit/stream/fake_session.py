@@ -16,7 +16,8 @@ from typing import Any, cast
 
 from confluent_kafka import Message
 
-from processor.kafka.session import Offsets, Partition, RecordTooLarge, SessionError
+from processor.errors import RecordTooLarge, SessionError
+from processor.kafka.session import Offsets, Partition
 from processor.stream.txn_errors import TxnAction
 
 

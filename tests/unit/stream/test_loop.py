@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from processor.config import Settings
-from processor.kafka.session import SessionError
+from processor.errors import SessionError
 from processor.metrics import PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.registry.loader import parse_registry
 from processor.stream import StreamFatalError, StreamProcessor
