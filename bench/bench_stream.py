@@ -18,8 +18,8 @@ Made to be a stable instrument on a shared box (the broker on the same cores):
 2. one raw topic of ``--records`` (default 150,000) that every run reads from the start
    with a consumer group of its own; each run is timed for ``--seconds`` (default 6) from
    its first commit to its last (group join excluded), or until it has read everything;
-3. ``--rounds`` (default 3) interleaved rounds, the order alternating (bare, processor /
-   processor, bare), so drift or a load spike does not favour one side;
+3. ``--rounds`` (default 3) interleaved rounds, each starting with another variant (bare,
+   processor, processor without pipelining), so drift or a load spike does not favour one;
 4. the report gives, per variant, the median and the spread (min-max) over the rounds,
    and the processor / bare ratio of the medians and of each round.
 
@@ -304,13 +304,14 @@ def throughput(
     settings = new_settings(bootstrap, "tput")
     ensure_topics(settings)
     produce_raw(settings, n)
-    runs: dict[str, list[float]] = {"bare": [], "processor": []}
+    runs: dict[str, list[float]] = {"bare": [], "processor": [], "processor_unpipelined": []}
 
-    def variant(tag: str) -> Settings:
+    def variant(tag: str, **update: object) -> Settings:
         return settings.model_copy(
             update={
                 "consumer_group": f"{settings.consumer_group}.{tag}",
                 "transactional_id": f"{settings.transactional_id}.{tag}",
+                **update,
             }
         )
 
@@ -324,9 +325,16 @@ def throughput(
         run_processor(variant(f"proc{r}"), n, seconds, progress)
         runs["processor"].append(progress.rate())
 
+    def processor_unpipelined(r: int) -> None:
+        """HL7_PIPELINE_TRANSACTIONS=1: each commit waits before the next routing starts."""
+        progress = Progress(f"processor, no pipelining, round {r + 1}", n)
+        run_processor(variant(f"serial{r}", pipeline_transactions=1), n, seconds, progress)
+        runs["processor_unpipelined"].append(progress.rate())
+
+    steps = [bare, processor, processor_unpipelined]
     try:
-        for r in range(rounds):
-            for step in (bare, processor) if r % 2 == 0 else (processor, bare):
+        for r in range(rounds):  # each round starts with another variant
+            for step in steps[r % len(steps) :] + steps[: r % len(steps)]:
                 step(r)
         if avro_only:
             encoder = avro_encoder(settings)
@@ -356,6 +364,14 @@ def throughput(
         "of_medians": round(statistics.median(runs["processor"]) / statistics.median(runs["bare"]), 3),
         "per_round_min": round(min(paired), 3),
         "per_round_max": round(max(paired), 3),
+    }
+    pipelined = [p / s for p, s in zip(runs["processor"], runs["processor_unpipelined"], strict=True) if s]
+    report["pipelined_vs_unpipelined"] = {
+        "of_medians": round(
+            statistics.median(runs["processor"]) / statistics.median(runs["processor_unpipelined"]), 3
+        ),
+        "per_round_min": round(min(pipelined), 3),
+        "per_round_max": round(max(pipelined), 3),
     }
     return report
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource
@@ -37,6 +37,8 @@ MIB = 1024 * 1024
 _KAFKA_PREFIX = "HL7_KAFKA_"
 _SCHEMA_REGISTRY_PREFIX = "HL7_SCHEMA_REGISTRY_"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 # A map of pass-through settings: filled from the variables, never parsed from one variable.
 PassThrough = Annotated[dict[str, str], NoDecode]
@@ -89,6 +91,18 @@ class Settings(BaseSettings):
     edge_max_buffered_body_bytes: int = 64 * MIB  # request bodies held at once; beyond: 503
     soap_workers: int = 2  # threads parsing SOAP envelopes (off the event loop)
 
+    # MLLP listener of the edge (SPEC 4a; docs/edge.md "MLLP over TLS"). Off unless a port is set.
+    mllp_port: int | None = None  # unset = no MLLP listener; 0 = any free port
+    mllp_host: str | None = None  # unset = edge_host
+    mllp_plaintext: bool = False  # development only: no TLS, every connection is mllp_plaintext_principal
+    mllp_plaintext_principal: str | None = None  # registry id that plaintext connections send as
+    mllp_client_ca_file: Path | None = None  # PEM bundle of the partners' CAs / self-signed certificates
+    mllp_tls_certfile: Path | None = None  # server certificate chain (PEM), reloaded when it changes
+    mllp_tls_keyfile: Path | None = None  # its private key (PEM)
+    mllp_idle_seconds: float = Field(default=300.0, gt=0)  # no byte for this long: connection closed
+    mllp_handshake_timeout_seconds: float = Field(default=10.0, gt=0)  # TLS handshake bound
+    mllp_max_connections: int = Field(default=256, ge=1)  # open MLLP connections; beyond: closed at once
+
     topic_raw: str = "hl7.raw"
     topic_accepted: str = "hl7.accepted"
     topic_deadletter: str = "hl7.deadletter"
@@ -114,9 +128,18 @@ class Settings(BaseSettings):
     schema_registry_auto_register: bool = False
     consumer_group: str = "hl7-processor"
     transactional_id: str = Field(default_factory=_default_transactional_id)
-    batch_max_records: int = 500
+    batch_max_records: int = 500  # records per transaction
+    # Transactions' worth of records collected at once and committed one after another, each
+    # one's routing overlapped with the previous one's commit (docs/stream.md "Pipelining").
+    pipeline_transactions: int = Field(default=2, ge=1)
     batch_max_ms: int = 100
     transaction_timeout_ms: int = 60_000
+    # Decision row 12 (docs/stream.md "Dedupe"): a resend of a message accepted within the window
+    # is a DUPLICATE dead letter. Window: seconds, or a number with s/m/h/d ("7d", "36h").
+    dedupe_enabled: bool = True
+    dedupe_window: int = Field(default=7 * 86_400, gt=0)  # seconds
+    dedupe_max_entries: int = Field(default=1_000_000, ge=1)  # remembered messages per raw partition
+    topic_dedupe: str | None = None  # the dedupe changelog; unset = "<HL7_TOPIC_RAW>.dedupe"
 
     # Pass-through (module docstring): librdkafka and schema registry client settings from
     # the other HL7_KAFKA_* / HL7_SCHEMA_REGISTRY_* variables, read when Settings is built.
@@ -132,6 +155,22 @@ class Settings(BaseSettings):
     local_kafka_cache: Path | None = None
     maven_repository: str = MAVEN_CENTRAL
     local_kafka_log_level: str = "WARN"
+
+    @field_validator("dedupe_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        """``HL7_DEDUPE_WINDOW``: whole seconds, or a number with a unit: ``7d``, ``36h``, ``90m``."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            unit = _DURATION_UNITS.get(text[-1:]) if text else None
+            if unit is not None and text[:-1].strip().isdigit():
+                return int(text[:-1]) * unit
+        return value
+
+    @property
+    def dedupe_topic(self) -> str:
+        """The dedupe changelog topic (``HL7_TOPIC_DEDUPE``, default ``<raw topic>.dedupe``)."""
+        return self.topic_dedupe or f"{self.topic_raw}.dedupe"
 
     @property
     def trusted_proxy_list(self) -> list[str]:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 from confluent_kafka import Message, Producer
@@ -108,6 +109,9 @@ class StreamProcessor:
         self._failed = False
         self._buffer: list[Message] = []  # the batch being collected (rebalance callbacks prune it)
         self._oversize = OversizePolicy()
+        # Runs commit_transaction while the loop routes the next transaction's records; the
+        # loop touches neither the producer nor the consumer until that commit returned.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn-commit")
         self._beat = time.monotonic()
         self._live_window_s = max(60.0, 3 * settings.transaction_timeout_ms / 1000.0)
         self._session: Session = session_factory(
@@ -145,7 +149,7 @@ class StreamProcessor:
                 self._heartbeat()
                 batch = self._collect()
                 if batch:
-                    self._transact(batch)
+                    self._process(batch)
                 session.update_lag()
         except SessionStopped:
             log.info("stopped while Kafka was unreachable")
@@ -156,6 +160,7 @@ class StreamProcessor:
         finally:
             self._running = False
             self._buffer = []
+            self._committer.shutdown(wait=True)
             session.close(flush=not self._failed)  # a fenced producer has nothing to flush
             log.info("stream processor stopped")
 
@@ -187,14 +192,15 @@ class StreamProcessor:
     # ------------------------------------------------------------------ the loop
     def _collect(self) -> list[Message]:
         """Up to ``batch_max_records`` records, waiting at most ``batch_max_ms`` after the first."""
-        session, limit = self._session, max(1, self._settings.batch_max_records)
+        settings = self._settings
+        session, limit = self._session, max(1, settings.batch_max_records) * settings.pipeline_transactions
         # poll() returns as soon as one record is there (consume() would wait for a full
         # batch or the whole timeout); the batch window starts at the first record.
         first = session.poll(_IDLE_POLL_S)
         if first is None:
             return []
         self._buffer = [first]
-        deadline = time.monotonic() + self._settings.batch_max_ms / 1000.0
+        deadline = time.monotonic() + settings.batch_max_ms / 1000.0
         while len(self._buffer) < limit and not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -204,25 +210,61 @@ class StreamProcessor:
         batch, self._buffer = self._buffer, []
         return batch
 
-    def _transact(self, batch: list[Message]) -> None:
-        """One batch, one transaction: route, produce, send offsets, commit (or recover)."""
-        session = self._session
+    def _process(self, batch: list[Message]) -> None:
+        """The collected records as consecutive transactions of ``batch_max_records``, the
+        routing of each one overlapped with the previous one's commit (docs/stream.md,
+        "Pipelining"). After a failed transaction the consumer is back at the committed
+        offsets, so the records of the later ones are dropped here and read again."""
+        size = max(1, self._settings.batch_max_records)
+        txns = [batch[i : i + size] for i in range(0, len(batch), size)]
         registry = self._registry()
-        now_us = time.time_ns() // 1000  # one clock reading per batch
-        routed = [self._route(msg, registry, now_us) for msg in batch]
+        now_us = time.time_ns() // 1000  # one clock reading per collected batch
+        routed = self._route_all(txns[0], registry, now_us)
+        for txn, following in zip(txns, [*txns[1:], []], strict=True):
+            routed_next = self._transact(txn, routed, following, registry, now_us)
+            if routed_next is None:
+                return
+            routed = routed_next
+
+    def _transact(
+        self,
+        batch: list[Message],
+        routed: list[Routed],
+        following: list[Message],
+        registry: Registry,
+        now: int,
+    ) -> list[Routed] | None:
+        """One transaction: produce ``routed``, send offsets, commit; while the commit is in
+        flight, route ``following``. Returns that routing, or ``None`` after a failure: the
+        consumer was then rewound to the committed offsets, so ``following`` is read again."""
+        session = self._session
         ends = end_offsets(batch)
+        routed_next: list[Routed] = []
         try:
             session.begin()
             for i, msg in enumerate(batch):
-                routed[i] = self._produce(msg, routed[i], registry, now_us)  # what was written
+                routed[i] = self._produce(msg, routed[i], registry, now)  # what was written
             session.send_offsets(ends)
-            session.commit()
+            if not following:
+                session.commit()
+            else:  # librdkafka waits for the commit without the GIL: route meanwhile
+                commit = self._committer.submit(session.commit)
+                try:
+                    routed_next = self._route_all(following, registry, now)
+                finally:
+                    commit.result()  # the commit's SessionError, if any, is raised here
         except SessionError as failure:
-            if not self._recover(failure, ends):
-                PROCESSOR_TRANSACTIONS.labels(result="aborted").inc()
-                return
-            log.info("the ambiguous commit did land (committed offsets match the batch)")
+            landed = self._recover(failure, ends)
+            PROCESSOR_TRANSACTIONS.labels(result="committed" if landed else "aborted").inc()
+            if landed:
+                log.info("the ambiguous commit did land (committed offsets match the batch)")
+                self._committed(batch, routed)
+            return None
         PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
+        self._committed(batch, routed)
+        return routed_next
+
+    def _committed(self, batch: list[Message], routed: list[Routed]) -> None:
         self._oversize.written(coords(msg) for msg in batch)
         self._count(routed)
 
@@ -259,6 +301,9 @@ class StreamProcessor:
         raise failure  # run() logs it and raises StreamFatalError
 
     # ------------------------------------------------------------------ one record
+    def _route_all(self, batch: list[Message], registry: Registry, now_us: int) -> list[Routed]:
+        return [self._route(msg, registry, now_us) for msg in batch]
+
     def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
         """Exactly one output for ``msg``. The loop's one catch-all: whatever goes wrong here
         becomes a ``PROCESSING_ERROR`` dead letter, so no record can stop its partition."""

@@ -86,7 +86,7 @@ class FakeSession:
     committed: Offsets = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     # --- scripting
-    fail: dict[str, list[SessionError | tuple[SessionError, str]]] = field(default_factory=dict)
+    fail: dict[str, list[SessionError | tuple[SessionError, str] | None]] = field(default_factory=dict)
     broker_limit: int | None = None  # refuse a record batch holding a larger value
     producer_limit: int | None = None  # refuse at produce() a larger value
     consume_hook: Callable[[int], None] | None = None  # called with the consume call number
@@ -160,6 +160,8 @@ class FakeSession:
         queue = self.fail.get(call)
         if queue:
             failure = queue.pop(0)
+            if failure is None:  # this call succeeds; a later one fails
+                return
             if isinstance(failure, tuple):  # (error, LANDED): the call did its work, then failed
                 self._apply()
                 raise failure[0]
@@ -219,10 +221,10 @@ class FakeSession:
 
     def rewind(self) -> Offsets | None:
         self.calls.append("rewind")
+        for tp in self._assigned:  # unreadable: TxnSession rebuilds the consumer, which
+            self._position[tp] = self.committed.get(tp, 0)  # rejoins at the committed offsets
         if self.rewind_unreadable:
             return None
-        for tp in self._assigned:
-            self._position[tp] = self.committed.get(tp, 0)
         return {tp: self.committed.get(tp, -1001) for tp in self._assigned}
 
     def update_lag(self) -> None:

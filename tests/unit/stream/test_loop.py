@@ -8,6 +8,7 @@ failure table asks for (abort + rewind, replace producer + rewind, StreamFatalEr
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from typing import Any
@@ -65,10 +66,11 @@ def reason(out_value: bytes) -> str:
 class Harness:
     """A StreamProcessor wired to a FakeSession with ``per_partition`` records on 2 partitions."""
 
-    def __init__(self, per_partition: int = 25, batch: int = 10, big: set[tuple[int, int]] = frozenset()) -> None:
+    def __init__(self, per_partition: int = 25, batch: int = 10, big: set[tuple[int, int]] = frozenset(),
+                 pipeline: int = 2, encoder: Any = encode) -> None:
         settings = Settings(
             kafka_bootstrap_servers="fake:9092", topic_raw=RAW, topic_accepted=ACCEPTED,
-            topic_deadletter=DEADLETTER, batch_max_records=batch, batch_max_ms=5,
+            topic_deadletter=DEADLETTER, batch_max_records=batch, batch_max_ms=5, pipeline_transactions=pipeline,
         )
         self.session: FakeSession | None = None
 
@@ -76,7 +78,7 @@ class Harness:
             self.session = FakeSession(*args, **kwargs)
             return self.session
 
-        self.proc = StreamProcessor(settings, REGISTRY, encode=encode, session_factory=factory)
+        self.proc = StreamProcessor(settings, REGISTRY, encode=encoder, session_factory=factory)
         assert self.session is not None
         self.fake: FakeSession = self.session
         for p in (0, 1):
@@ -322,3 +324,63 @@ def test_unexpected_error_building_the_raw_record_is_a_dead_letter(monkeypatch: 
     h.run()
     h.assert_exactly_once()
     assert {reason(o.value) for o in h.fake.outputs} == {"PROCESSING_ERROR"}
+
+
+# --- pipelining: transaction k+1 is routed while k commits (docs/stream.md "Pipelining") -----
+def test_next_transaction_is_routed_while_the_previous_one_commits() -> None:
+    """2 transactions' worth collected at once: the records of the second are encoded while
+    the first one's commit is in flight, on another thread; then both commit in order."""
+    second_routed = threading.Event()
+
+    def watching(topic: str, record: dict[str, Any]) -> bytes:
+        if (record["source_partition"], record["source_offset"]) == (0, 5):  # first of the 2nd txn
+            second_routed.set()
+        return encode(topic, record)
+
+    h = Harness(per_partition=10, batch=5, encoder=watching)
+    seen: list[tuple[bool, str]] = []
+    real_commit = h.fake.commit
+
+    def commit() -> None:
+        if not seen:  # the first commit waits (bounded) for the second transaction's routing
+            seen.append((second_routed.wait(10), threading.current_thread().name))
+        real_commit()
+
+    h.fake.commit = commit  # type: ignore[method-assign]
+    h.run()
+    assert seen[0][0], "the second transaction was not routed while the first one committed"
+    assert seen[0][1].startswith("txn-commit")
+    h.assert_exactly_once()
+    assert [source(o.value) for o in h.fake.outputs[:10]] == [(0, i) for i in range(10)]  # in order
+    assert h.fake.calls.count("commit") == 4 and h.proc.committed_records == 20
+
+
+def test_first_transaction_failing_drops_the_routed_second_one() -> None:
+    """The second transaction was routed during the first one's failed commit: none of it is
+    produced; both are read again from the committed offsets and committed once."""
+    h = Harness(per_partition=10, batch=5)
+    h.fake.fail["commit"] = [SessionError(TxnAction.ABORT, "CONCURRENT_TRANSACTIONS")]
+    aborted = txns("aborted")
+    h.run()
+    first_abort = h.fake.calls.index("abort")
+    assert h.fake.calls[:first_abort].count("produce") == 5  # only the first transaction's
+    assert txns("aborted") - aborted == 1
+    h.assert_exactly_once()
+    assert h.proc.committed_records == 20
+
+
+def test_second_transaction_failing_keeps_the_first_and_rewinds_to_its_end() -> None:
+    h = Harness(per_partition=10, batch=5)
+    h.fake.fail["commit"] = [None, SessionError(TxnAction.ABORT, "CONCURRENT_TRANSACTIONS")]
+    h.run()
+    assert [source(o.value) for o in h.fake.outputs[:10]] == [(0, i) for i in range(10)]
+    h.assert_exactly_once()
+    assert h.proc.committed_records == 20
+
+
+def test_pipeline_of_one_is_one_transaction_per_collected_batch() -> None:
+    h = Harness(per_partition=10, batch=5, pipeline=1)
+    h.run()
+    h.assert_exactly_once()
+    assert h.fake.calls.count("commit") == 4
+    assert "txn-commit" not in {t.name for t in threading.enumerate()}
