@@ -10,11 +10,9 @@ the lock file before it is used. No Docker, no mock, no in-process fake.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -22,16 +20,22 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
-import uuid
-from base64 import urlsafe_b64encode
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from processor.config import MAVEN_CENTRAL, Settings
+from processor.config import Settings
 from processor.errors import ConfigError
+from processor.kafka.broker_config import (
+    SASL_FILE,
+    SASL_MECHANISM,
+    SUPER_USER,
+    broker_properties,
+    check_sasl_users,
+    new_cluster_id,
+    recorded_sasl_users,
+)
+from processor.kafka.broker_jars import KAFKA_VERSION, cache_dir, fetch_classpath
 
 __all__ = [
     "KAFKA_VERSION",
@@ -46,14 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-KAFKA_VERSION = "4.1.1"
-_LOCK_FILE = Path(__file__).with_name("kafka-runtime.lock")
-_ROOT_ARTIFACTS = (
-    ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
-    ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3"),
-)
-_COMPLETE_MARKER = ".complete"
 
 _LOG4J2_CONFIG = """\
 status = warn
@@ -70,118 +66,6 @@ _LOG4J2_DENIALS = """\
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = INFO
 """
-
-
-@dataclass(frozen=True)
-class _Artifact:
-    group: str
-    artifact: str
-    version: str
-    sha256: str
-
-    @property
-    def filename(self) -> str:
-        return f"{self.artifact}-{self.version}.jar"
-
-    def url(self, repository: str) -> str:
-        path = self.group.replace(".", "/")
-        return f"{repository.rstrip('/')}/{path}/{self.artifact}/{self.version}/{self.filename}"
-
-
-def _locked_artifacts() -> list[_Artifact]:
-    rows = []
-    for line in _LOCK_FILE.read_text().splitlines():
-        if line and not line.startswith("#"):
-            rows.append(_Artifact(*line.split("\t")))
-    return rows
-
-
-def cache_dir(configured: str | Path | None = None) -> Path:
-    """Where the broker's jars live: ``configured`` (``Settings.local_kafka_cache``, from
-    ``HL7_LOCAL_KAFKA_CACHE``) or ``$XDG_CACHE_HOME`` / ``~/.cache``, then ``hl7-gateway/kafka-<version>``."""
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hl7-gateway" / f"kafka-{KAFKA_VERSION}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verify(directory: Path, artifacts: list[_Artifact]) -> None:
-    for art in artifacts:
-        jar = directory / art.filename
-        if not jar.is_file():
-            raise ConfigError(f"Kafka runtime: {art.filename} missing after fetch")
-        if _sha256(jar) != art.sha256:
-            raise ConfigError(f"Kafka runtime: checksum mismatch for {art.filename}")
-
-
-def _fetch_with_maven(target: Path) -> None:
-    deps = "".join(
-        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
-        for g, a, v in _ROOT_ARTIFACTS
-    )
-    pom = (
-        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-        "<groupId>local.hl7gateway</groupId><artifactId>kafka-runtime</artifactId><version>1</version>"
-        f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>"
-    )
-    with tempfile.TemporaryDirectory(prefix="hl7-kafka-pom-") as tmp:
-        (Path(tmp) / "pom.xml").write_text(pom)
-        cmd = [
-            "mvn",
-            "-q",
-            "-B",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={target}",
-            "-DincludeScope=runtime",
-        ]
-        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ConfigError(f"mvn could not fetch Kafka {KAFKA_VERSION}: {result.stdout[-2000:]}")
-
-
-def _fetch_direct(target: Path, artifacts: list[_Artifact], repository: str) -> None:
-    for art in artifacts:
-        dest = target / art.filename
-        log.info("downloading %s", art.filename)
-        with urllib.request.urlopen(art.url(repository), timeout=60) as response, dest.open("wb") as out:
-            shutil.copyfileobj(response, out)
-
-
-def fetch_classpath(cache: str | Path | None = None, repository: str = MAVEN_CENTRAL) -> list[Path]:
-    """The broker's jars, fetched and verified once into ``cache_dir(cache)``, then reused.
-
-    ``repository`` (``Settings.maven_repository``) is where they are downloaded from when
-    ``mvn`` is not on PATH (Maven uses its own settings)."""
-    directory = cache_dir(cache)
-    artifacts = _locked_artifacts()
-    if (directory / _COMPLETE_MARKER).is_file():
-        return [directory / a.filename for a in artifacts]
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="kafka-jars-", dir=directory.parent))
-    try:
-        if shutil.which("mvn"):
-            log.info("fetching Apache Kafka %s with Maven (once)", KAFKA_VERSION)
-            _fetch_with_maven(staging)
-        else:
-            log.info("no mvn on PATH: fetching Apache Kafka %s from %s (once)", KAFKA_VERSION, repository)
-            _fetch_direct(staging, artifacts, repository)
-        _verify(staging, artifacts)
-        (staging / _COMPLETE_MARKER).write_text(KAFKA_VERSION)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return [directory / a.filename for a in artifacts]
 
 
 def free_ports(count: int) -> list[int]:
@@ -221,122 +105,8 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C in the terminal reaches the parent only; the parent stops the broker.
 
 
-# SASL mode (development only): SCRAM on the client listener, every request authorized.
-SASL_MECHANISM = "SCRAM-SHA-512"
-SUPER_USER = "admin"  # the broker's own identity (inter-broker and broker-to-controller)
-_SASL_FILE = "sasl-users.json"  # the SCRAM users the storage was formatted with (mode 0600)
-_SASL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# Characters safe both inside kafka-storage's 'SCRAM-SHA-512=[name=..,password=..]' and a
-# JAAS quoted string: no quotes, backslashes, brackets, commas, '=' or whitespace.
-_SASL_PASSWORD = re.compile(r"[A-Za-z0-9._~!@#$%^&*()+:;?/<>{}|-]{1,256}")
-
-
-def _check_sasl_users(users: Mapping[str, str]) -> None:
-    for name, password in users.items():
-        if not _SASL_NAME.fullmatch(name):
-            raise ConfigError(f"SASL user name {name!r}: use letters, digits, '.', '_' or '-'")
-        if not _SASL_PASSWORD.fullmatch(password):
-            raise ConfigError(
-                f"SASL password of {name!r}: 1-256 characters, no quotes, backslashes, "
-                "brackets, commas, '=' or whitespace"
-            )
-
-
-def recorded_sasl_users(data_dir: str | Path) -> dict[str, str] | None:
-    """The SCRAM users (name -> password) a SASL data directory was formatted with, or
-    ``None`` if it was not (yet) formatted in SASL mode."""
-    try:
-        return dict(json.loads((Path(data_dir) / _SASL_FILE).read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _jaas(module: str, user: str, password: str, *extra: str) -> str:
-    fields = " ".join((f'username="{user}"', f'password="{password}"', *extra))
-    return f"{module} required {fields};"
-
-
-def _listener_properties(port: int, controller_port: int, admin_password: str | None) -> dict[str, str]:
-    if admin_password is None:
-        return {
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        }
-    scram = SASL_MECHANISM.lower()
-    return {
-        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "SASL_PLAINTEXT",
-        # The controller listener authenticates too (PLAIN with one static user: SCRAM
-        # credentials live in the metadata log, which the controller serves, so it cannot
-        # use them itself). A PLAINTEXT controller listener would make every local
-        # connection to it User:ANONYMOUS, which would then need to be a super user.
-        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms": SASL_MECHANISM,
-        "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
-        f"listener.name.sasl_plaintext.{scram}.sasl.jaas.config": _jaas(
-            "org.apache.kafka.common.security.scram.ScramLoginModule", SUPER_USER, admin_password
-        ),
-        "sasl.mechanism.controller.protocol": "PLAIN",
-        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.controller.plain.sasl.jaas.config": _jaas(
-            "org.apache.kafka.common.security.plain.PlainLoginModule",
-            SUPER_USER,
-            admin_password,
-            f'user_{SUPER_USER}="{admin_password}"',
-        ),
-        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users": f"User:{SUPER_USER}",
-        "allow.everyone.if.no.acl.found": "false",
-    }
-
-
-def _broker_properties(
-    data_dir: Path, port: int, controller_port: int, admin_password: str | None = None
-) -> str:
-    props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        **_listener_properties(port, controller_port, admin_password),
-        "log.dirs": str(data_dir / "logs"),
-        "num.partitions": "1",
-        # One node: internal topics must be sized for it or transactions and groups hang.
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "10",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        # Documents arrive as base64 in OBX-5: allow records above the 10 MiB body limit.
-        "message.max.bytes": str(16 * 1024 * 1024),
-        "replica.fetch.max.bytes": str(16 * 1024 * 1024),
-        "auto.create.topics.enable": "true",
-        "log.retention.hours": "24",
-    }
-    return "".join(f"{k}={v}\n" for k, v in props.items())
-
-
 class _ExitedEarly(ConfigError):
     """The JVM ended before it was ready (e.g. a port taken in the meantime)."""
-
-
-def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
-    """A Kafka cluster id: URL-safe base64 of 16 random bytes, never starting with '-'.
-
-    Kafka's own ``Uuid.randomUuid`` redraws such ids for the same reason: ``kafka-storage
-    format -t -abc…`` reads the id as an option and fails (1 start in 64 did, in CI).
-    """
-    while True:
-        cluster_id = urlsafe_b64encode(random_bytes()).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
 
 
 class LocalKafka:
@@ -395,7 +165,7 @@ class LocalKafka:
             if SUPER_USER not in users:
                 users[SUPER_USER] = secrets.token_urlsafe(18)
                 self._admin_password_generated = True
-            _check_sasl_users(users)
+            check_sasl_users(users)
             self._sasl_users = users
         self._keep = data_dir is not None
         self._data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hl7-kafka-"))
@@ -501,7 +271,7 @@ class LocalKafka:
         if result.returncode != 0:
             raise ConfigError(f"Kafka storage format failed: {result.stdout[-1000:]} {result.stderr[-1000:]}")
         if self._sasl_users is not None:
-            users_file = self._data_dir / _SASL_FILE
+            users_file = self._data_dir / SASL_FILE
             fd = os.open(users_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 json.dump(self._sasl_users, handle)
@@ -530,7 +300,7 @@ class LocalKafka:
         if self.sasl:
             properties.touch(mode=0o600)  # it holds the super user's password
         properties.write_text(
-            _broker_properties(self._data_dir, self.port, self.controller_port, admin_password)
+            broker_properties(self._data_dir, self.port, self.controller_port, admin_password)
         )
         self._format_storage(properties)
         with self._log_path.open("ab") as log_file:

@@ -151,7 +151,8 @@ def test_former_outside_variables_are_settings(tmp_path: Path, monkeypatch: pyte
 def test_local_kafka_takes_its_settings_as_arguments_or_from_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from processor.kafka.local_broker import LocalKafka, _locked_artifacts, cache_dir
+    from processor.kafka.broker_jars import _locked_artifacts, cache_dir
+    from processor.kafka.local_broker import LocalKafka
 
     _no_hl7_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("HL7_MAVEN_REPOSITORY", "https://mirror.example/maven2")
@@ -172,6 +173,12 @@ def test_local_kafka_takes_its_settings_as_arguments_or_from_settings(
         tmp_path / "jars",
         "https://mirror.example/maven2",
         "WARN",
+    )
+    built = LocalKafka.from_settings(Settings(local_kafka_log_level="ERROR"), data_dir=tmp_path / "c")
+    assert (built._jar_cache, built._maven_repository, built._log_level) == (
+        tmp_path / "jars",
+        "https://mirror.example/maven2",
+        "ERROR",
     )
     assert cache_dir(tmp_path / "jars") == tmp_path / "jars"
     artifact = _locked_artifacts()[0]

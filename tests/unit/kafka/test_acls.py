@@ -25,7 +25,8 @@ from processor.kafka.acls import (
     role_acls,
     role_bindings,
 )
-from processor.kafka.local_broker import _broker_properties, LocalKafka
+from processor.kafka.broker_config import broker_properties
+from processor.kafka.local_broker import LocalKafka
 
 T, G, X, C = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID, ResourceType.BROKER
 LIT, PRE = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
@@ -283,7 +284,7 @@ def _props(text: str) -> dict[str, str]:
 def test_plaintext_broker_properties_unchanged(tmp_path: object) -> None:
     from pathlib import Path
 
-    props = _props(_broker_properties(Path(str(tmp_path)), 9092, 9093))
+    props = _props(broker_properties(Path(str(tmp_path)), 9092, 9093))
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     assert props["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     assert not [k for k in props if "sasl" in k or "authorizer" in k or k == "super.users"]
@@ -292,7 +293,7 @@ def test_plaintext_broker_properties_unchanged(tmp_path: object) -> None:
 def test_sasl_broker_properties(tmp_path: object) -> None:
     from pathlib import Path
 
-    props = _props(_broker_properties(Path(str(tmp_path)), 9092, 9093, admin_password="s3cret"))
+    props = _props(broker_properties(Path(str(tmp_path)), 9092, 9093, admin_password="s3cret"))
     assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     assert props["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:9092"
     assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
