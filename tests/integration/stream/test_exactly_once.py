@@ -168,7 +168,7 @@ def test_exactly_once_when_one_of_two_instances_dies(
     settings, env, ids = _setup(kafka_bootstrap, unique_name, tmp_path, partitions=4)
     # Small batches (many transactions, many kill points), and both members still have work
     # once both own partitions: at full speed one processor routes all 20,000 records first.
-    env = dict(env, HL7_BATCH_MAX_RECORDS="20")
+    env = dict(env, HL7_BATCH_MAX_RECORDS="20", HL7_PIPELINE_TRANSACTIONS="3")  # pipelined: docs/stream.md
     a = Proc(env, unique_name("eo-a"), tmp_path, 0)
     b = Proc(env, unique_name("eo-b"), tmp_path, 0)
     # Both members must own partitions before one of them dies.
