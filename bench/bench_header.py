@@ -9,12 +9,13 @@ Three contenders on the same messages (the shared test corpus):
   * ceiling  : data[:data.find(b"\\r")].split(b"|") - locating and splitting the first
                segment, no decoding, no validation, no object: the floor for any reader
   * floor    : ceiling + ASCII decode + building the two result objects the interface
-               mandates (23-field frozen MshHeader, Msh4Aliases), still no validation:
+               mandates (MshHeader over its 23 values, Msh4Aliases), still no validation:
                the floor for any implementation of *this interface*
 Contenders are timed in interleaved rounds and each keeps its best round (the one least
 disturbed by other processes), so a load burst cannot skew one side of a ratio.
 Targets: ours >= 200x hl7apy, and within 5x of the ceiling. A 5 MB message is timed
-separately to show the cost does not grow with the payload.
+separately to show the cost does not grow with the payload. To compare "ours" with an
+earlier revision of the reader, see bench/bench_header_ab.py.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def floor(data: bytes) -> object:
     """Interface floor: split + decode + the two result objects, no validation at all."""
     i = data.find(b"MSH")
     f = data[i : data.find(b"\r", i)].decode("ascii", "replace").split(chr(data[i + 3]))
-    header = MshHeader(*f[:23], *_FILL[: max(0, 23 - len(f))])
+    header = MshHeader((*f[:23], *_FILL[: max(0, 23 - len(f))]))
     return header, Msh4Aliases(f[3], f[3], False)
 
 

@@ -55,17 +55,16 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool, own_alias: str | 
     customer's registry alias. Callers that check syntax only may omit it: the value
     then stands in for it. Surrounding whitespace is still MSH4_SYNTAX.
     """
+    # A sender uses a handful of alias pairs: almost every message is one cache hit.
+    if len(namespace_id) <= _CACHED_MAX_LEN:
+        aliases = _split_braced_cached(namespace_id)
+    else:
+        aliases = _split_braced(namespace_id)
+    if aliases is not None:
+        return aliases
     if not namespace_id:
         raise Msh4Error(Reason.MSH4_MISSING, "MSH-4.1 is empty")
-    if namespace_id[-1] == "}":
-        # A sender uses a handful of alias pairs: almost every message is a cache hit.
-        if len(namespace_id) <= _CACHED_MAX_LEN:
-            aliases = _split_braced_cached(namespace_id)
-        else:
-            aliases = _split_braced(namespace_id)
-        if aliases is not None:
-            return aliases
-    elif "{" not in namespace_id and "}" not in namespace_id:
+    if "{" not in namespace_id and "}" not in namespace_id:
         if not customer_principal:
             raise Msh4Error(
                 Reason.MSH4_SYNTAX,
@@ -81,14 +80,17 @@ def parse_msh4(namespace_id: str, *, customer_principal: bool, own_alias: str | 
     )
 
 
-# Only ``A{B}`` values are cached: their outcome depends on the value alone. A legacy
-# value stands for the sender's own alias, so cached by value it would leak one
-# customer's alias to another. Bounded in entries and in key length (sender-controlled).
+# The cache holds what depends on the value alone: its ``A{B}`` aliases, or ``None`` (not
+# ``A{B}``; looked up first, so a hit costs one call). A legacy result is never cached: it
+# stands for the sender's own alias, so cached by value it would leak one customer's alias
+# to another. Bounded in entries and in key length (sender-controlled).
 _CACHED_MAX_LEN = 128
 
 
 def _split_braced(namespace_id: str) -> Msh4Aliases | None:
-    """``A{B}`` (non-empty, ending in "}") as aliases, or ``None`` when it is not that."""
+    """``A{B}`` as aliases, or ``None`` when ``namespace_id`` is not that."""
+    if namespace_id[-1:] != "}":
+        return None
     brace = namespace_id.find("{")
     connecting = namespace_id[:brace]
     controller = namespace_id[brace + 1 : -1]
