@@ -17,10 +17,15 @@ __all__ = [
     "EDGE_PUBLISH_DURATION",
     "EDGE_LIMIT_REFUSALS",
     "EDGE_OPEN_CONNECTIONS",
+    "EDGE_MLLP_CONNECTIONS",
     "PROCESSOR_RECORDS",
     "PROCESSOR_TRANSACTIONS",
     "PROCESSOR_END_TO_END",
     "PROCESSOR_CONSUMER_LAG",
+    "PROCESSOR_CONTROL_ID_REUSED",
+    "PROCESSOR_DEDUPE_EVICTIONS",
+    "PROCESSOR_DEDUPE_ENTRIES",
+    "PROCESSOR_DEDUPE_RESTORE",
     "REGISTRY_RELOADS",
     "REGISTRY_INFO",
     "REGISTRY_FILE_LOADED",
@@ -54,12 +59,14 @@ _END_TO_END_BUCKETS = _LATENCY_BUCKETS + (60.0, 120.0, 300.0, 600.0, 1800.0, 360
 
 EDGE_REQUESTS = Counter(
     "hl7_edge_requests_total",
-    "HTTP requests answered by the edge receiver.",
+    "Requests (HTTP, SOAP) and MLLP messages answered by the edge receiver; MLLP uses the status "
+    "the same outcome gets over HTTP.",
     ["transport", "status", "ack"],
 )
 EDGE_AUTH_FAILURES = Counter(
     "hl7_edge_auth_failures_total",
-    "Refused logins: bad_credentials, missing_credentials, network_not_allowed, rate_limited.",
+    "Refused logins: bad_credentials, missing_credentials, network_not_allowed, rate_limited; "
+    "MLLP: unknown_certificate, tls_handshake.",
     ["reason"],
 )
 EDGE_REQUEST_DURATION = Histogram(
@@ -82,6 +89,10 @@ EDGE_OPEN_CONNECTIONS = Gauge(
     "hl7_edge_open_connections",
     "HTTP connections currently open on the edge.",
 )
+EDGE_MLLP_CONNECTIONS = Gauge(
+    "hl7_edge_mllp_connections",
+    "MLLP connections currently open on the edge (SPEC 4a), handshakes included.",
+)
 PROCESSOR_RECORDS = Counter(
     "hl7_processor_records_total",
     "Raw records routed, by outcome and reason (reason empty when accepted).",
@@ -101,6 +112,27 @@ PROCESSOR_CONSUMER_LAG = Gauge(
     "hl7_processor_consumer_lag",
     "Records behind the partition's high watermark, per assigned raw partition.",
     ["partition"],
+)
+PROCESSOR_CONTROL_ID_REUSED = Counter(
+    "hl7_processor_control_id_reused_total",
+    "Accepted records whose MSH-10 an earlier accepted record of the same principal and MSH-4 "
+    "had, with another payload (decision row 12: not a duplicate).",
+    ["principal"],
+)
+PROCESSOR_DEDUPE_EVICTIONS = Counter(
+    "hl7_processor_dedupe_evictions_total",
+    "Dedupe entries dropped before their window ended because a partition held "
+    "HL7_DEDUPE_MAX_ENTRIES (a resend of one of them would be accepted again).",
+)
+PROCESSOR_DEDUPE_ENTRIES = Gauge(
+    "hl7_processor_dedupe_entries",
+    "Accepted messages remembered for decision row 12, per owned raw partition.",
+    ["partition"],
+)
+PROCESSOR_DEDUPE_RESTORE = Histogram(
+    "hl7_processor_dedupe_restore_seconds",
+    "Time to restore one partition's dedupe state from its changelog on assignment.",
+    buckets=_LATENCY_BUCKETS + (60.0, 120.0, 300.0),
 )
 REGISTRY_RELOADS = Counter(
     "hl7_registry_reloads_total",
@@ -139,5 +171,6 @@ for _limit in (
     "header_bytes",
     "header_count",
     "body_rate",
+    "mllp_connections",
 ):
     EDGE_LIMIT_REFUSALS.labels(limit=_limit)

@@ -230,13 +230,8 @@ METRICS: tuple[MetricRow, ...] = (
 )
 METRICS_BY_NAME = {row.name: row for row in METRICS}
 
-#: Metrics of SPEC 6 that belong to features not built yet (MLLP: SPEC 4a; row 12 dedupe).
-NOT_BUILT_METRICS = {
-    "hl7_edge_mllp_connections": "SPEC 4a MLLP listener not built",
-    "hl7_processor_control_id_reused_total": "row 12 not built (MSH-10 reuse is detected by the dedupe)",
-}
-#: Label values only a feature not built yet can produce (MLLP with TLS client certificates).
-NOT_BUILT_LABEL_VALUES = {
+#: Label values only MLLP with TLS client certificates produces (SPEC 4a), never HTTP.
+MLLP_ONLY_LABEL_VALUES = {
     ("hl7_edge_auth_failures_total", "reason"): frozenset({"unknown_certificate", "tls_handshake"}),
 }
 
@@ -293,6 +288,7 @@ DEFAULTS: dict[str, object] = {
 #: Defaults the SPEC leaves to us and README documents ("HL7_REGISTRY_RELOAD_SECONDS | 2").
 README_DEFAULTS: dict[str, object] = {
     "HL7_REGISTRY_RELOAD_SECONDS": 2.0,
+    "HL7_MLLP_IDLE_SECONDS": 300.0,
 }
 #: The demo registry of ``run`` (SPEC 7): the seed's partner login, for trustalias.
 DEMO_LOGIN = ("partner_mailco", "testing")

@@ -1,4 +1,5 @@
-"""``hl7-processor edge``: the HTTP/SOAP edge receiver alone, in the foreground.
+"""``hl7-processor edge``: the HTTP/SOAP edge receiver alone, in the foreground; also MLLP
+(SPEC 4a) when ``HL7_MLLP_PORT`` is set.
 
 Failures reach ``processor.cli`` as exceptions: exit 2 for configuration (a setting
 unset, the registry unusable), 1 when the edge cannot listen.
@@ -27,9 +28,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         run_edge(settings, lambda: watcher.current)
     except OSError as exc:  # e.g. port already in use
-        raise CommandFailed(
-            f"edge: cannot listen on {settings.edge_host}:{settings.edge_port}: {exc.strerror or exc}"
-        ) from None
+        where = f"{settings.edge_host}:{settings.edge_port}"
+        if settings.mllp_port is not None:
+            where += f" (MLLP {settings.mllp_host or settings.edge_host}:{settings.mllp_port})"
+        raise CommandFailed(f"edge: cannot listen on {where}: {exc.strerror or exc}") from None
     finally:
         watcher.stop()
     return 0

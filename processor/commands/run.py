@@ -20,7 +20,7 @@ from processor.config import Settings, load_settings
 from processor.errors import CommandFailed, GatewayError
 from processor.shutdown import on_shutdown_signal
 
-__all__ = ["main", "curl_command"]
+__all__ = ["main", "curl_command", "mllp_command"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,41 @@ def curl_command(edge_url: str, username: str = "partner_mailco", password: str 
         f"printf '{body}' | curl -sS -u {username}:{password} "
         f"-H 'Content-Type: application/hl7-v2' --data-binary @- {edge_url}/hl7 | tr '\\r' '\\n'"
     )
+
+
+# Without python-hl7: send one frame, print the ACK (one read: an ACK is small).
+_MLLP_PY = (
+    "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2]))); "
+    's.sendall(b"\\x0b" + sys.stdin.buffer.read() + b"\\x1c\\r"); '
+    'print(s.recv(65536).strip(b"\\x0b\\x1c\\r").decode().replace("\\r", "\\n"))'
+)
+
+
+def mllp_command(host: str, port: int, *, use_mllp_send: bool | None = None) -> str:
+    """A shell line (bash, zsh) that sends the seed ADT^A01 over MLLP and prints the ACK: with
+    python-hl7's ``mllp_send`` when it is installed beside this interpreter (``make run``
+    installs it; its ``--loose -f`` mode, as its stdin mode fails on Python 3), else with a
+    few lines of Python."""
+    body = r"\r".join(_SEED_SEGMENTS) + r"\r"
+    beside = Path(sys.executable).parent / "mllp_send"
+    if beside.exists() if use_mllp_send is None else use_mllp_send:
+        tool = shlex.quote(str(beside))
+        return f"{tool} --loose -f <(printf '{body}') -p {port} {host} | tr -d '\\013\\034' | tr '\\r' '\\n'"
+    return f"printf '{body}' | {shlex.quote(sys.executable)} -c '{_MLLP_PY}' {host} {port}"
+
+
+def _mllp_port(settings: Settings) -> int:
+    """``HL7_MLLP_PORT``, else 2575 (HL7's registered port) when free, else any free port."""
+    if settings.mllp_port is not None:
+        return settings.mllp_port
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 2575))
+        except OSError:
+            return 0
+    return 2575
 
 
 def _registry_path(args: argparse.Namespace, settings: Settings) -> Path:
@@ -67,6 +102,15 @@ def main(args: argparse.Namespace) -> int:
     from processor.stream.processor import StreamProcessor
 
     settings = load_settings(schema_registry_auto_register=True)  # a demo: register the schemas
+    # MLLP for the demo: localhost, plaintext (no certificates to make), as the demo partner.
+    settings = settings.model_copy(
+        update={
+            "mllp_port": _mllp_port(settings),
+            "mllp_host": "127.0.0.1",
+            "mllp_plaintext": True,
+            "mllp_plaintext_principal": settings.mllp_plaintext_principal or "mailco",
+        }
+    )
     stop = threading.Event()
     failure: list[GatewayError] = []  # what ended the run, reported by processor.cli
     on_shutdown_signal(stop.set)
@@ -105,16 +149,21 @@ def main(args: argparse.Namespace) -> int:
         worker.start()
         edge = EdgeServer(settings, lambda: watcher.current)
         url = edge.start()
+        mllp_host, mllp_port = edge.mllp_address or ("127.0.0.1", 0)
 
         print(
             "\nHL7 Partner Gateway is running\n"
             f"  Kafka      {settings.kafka_bootstrap_servers}{' (local, started here)' if broker else ''}\n"
             f"  registry   {registry_path} (version {watcher.current.version})\n"
             f"  edge       {url}/hl7  {url}/soap  {url}/soap?wsdl  {url}/metrics\n"
+            f"  MLLP       {mllp_host}:{mllp_port} (plaintext, development only: as principal "
+            f"{settings.mllp_plaintext_principal})\n"
             f"  processor  metrics on port {metrics.port}\n"
             f"  topics     {settings.topic_raw} -> {settings.topic_accepted} | {settings.topic_deadletter}\n"
             "\nSend the seed message as the demo partner:\n\n"
             f"  {curl_command(url)}\n\n"
+            "The same over MLLP (python-hl7's mllp_send):\n\n"
+            f"  {mllp_command(mllp_host, mllp_port)}\n\n"
             f"Read what was routed:  HL7_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
             f"{_own_command()} decode {settings.topic_accepted}\n"
             "Ctrl-C stops everything.\n",

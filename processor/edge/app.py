@@ -5,14 +5,12 @@ connection-level limits of ``processor.edge.limits`` apply before any of this):
 
 1. a request-in-progress slot (``processor.edge.admission``), else 503;
 2. registry loaded, else 503;
-3. failed-login lock-out for the source address / username, else 429 (before any
-   argon2 work, so brute force cannot burn CPU; the attempt counts as it starts);
-4. HTTP Basic against the registry (argon2 on a bounded pool, successes cached), else 401;
-5. ``allowed_networks``, else 403;
-6. content type, else 415; body read within the body-bytes budget (else 503) with a
+3. HTTP Basic login (``processor.edge.basic_login``): lock-out 429, credentials 401,
+   ``allowed_networks`` 403;
+4. content type, else 415; body read within the body-bytes budget (else 503) with a
    running byte count, else 413;
-7. SOAP unwrapping (``/soap``, off the event loop on a bounded pool), decision rows
-   4-11, store in Kafka, then the ACK.
+5. SOAP unwrapping (``/soap``, off the event loop on a bounded pool), then the pipeline
+   shared with MLLP (``processor.edge.pipeline``): decision rows 4-11, store, ACK.
 
 Nothing here logs message content: log lines carry the ingest id, principal id,
 status and ACK code only; unexpected exceptions are logged by type.
@@ -21,12 +19,11 @@ status and ACK code only; unexpected exceptions are logged by type.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import anyio
 from anyio import CapacityLimiter
@@ -38,24 +35,23 @@ from starlette.routing import Route
 
 from processor.config import Settings
 from processor.edge.admission import Admission, read_body
-from processor.edge.auth import WWW_AUTHENTICATE, LoginRateLimiter, parse_basic
+from processor.edge.auth import LoginRateLimiter
+from processor.edge.basic_login import BasicLogin, Refusal
 from processor.edge.intake import (
     HL7_MEDIA_TYPES,
     SOAP_MEDIA_TYPES,
-    Intake,
     ack_content_type,
     ack_text,
-    assess,
     parse_media_type,
-    reply_ack,
 )
 from processor.edge.limits import RETRY_AFTER_BUSY
+from processor.edge.mllp import MllpListener
+from processor.edge.pipeline import IntakePipeline
 from processor.edge.publisher import KafkaPublisher
+from processor.edge.replies import SOAP_CONTENT_TYPE, TEXT, Reply, error_reply
 from processor.errors import (
-    AuthenticatorBusy,
     BadLength,
     BodyTooLarge,
-    KafkaUnavailable,
     NoMshSegment,
     OverBudget,
     SoapError,
@@ -64,15 +60,14 @@ from processor.health import Readiness, render_status
 from processor.hl7.charset import charset_from_http
 from processor.hl7.soap import (
     build_accept_response,
-    build_fault,
     build_wsdl,
     message_bytes,
     parse_accept_message,
 )
-from processor.metrics import EDGE_AUTH_FAILURES, EDGE_LIMIT_REFUSALS, EDGE_REQUEST_DURATION, EDGE_REQUESTS
+from processor.metrics import EDGE_LIMIT_REFUSALS, EDGE_REQUEST_DURATION, EDGE_REQUESTS
 from processor.registry.credentials import Authenticator
 from processor.registry.model import Principal, Registry
-from processor.registry.networks import address_allowed, client_address
+from processor.registry.networks import client_address
 
 __all__ = ["create_app", "RegistrySource"]
 
@@ -83,19 +78,6 @@ RegistrySource = Callable[[], Registry | None]
 _RETRY_AFTER_UNAVAILABLE = "5"
 # metric label for requests refused before a handler runs (404/405)
 _PATH_TRANSPORT = {"/hl7": "http", "/soap": "soap"}
-_SOAP_CONTENT_TYPE = "text/xml; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
-
-
-@dataclass(slots=True)
-class _Reply:
-    """An HTTP answer plus the label values it is counted under."""
-
-    status: int
-    body: bytes
-    media_type: str | None
-    ack: str = "none"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _registry_or_none(source: RegistrySource) -> Registry | None:
@@ -115,16 +97,15 @@ class _Edge:
         authenticator: Authenticator,
         publisher: KafkaPublisher,
     ) -> None:
-        self.settings = settings
-        self.registry_source = registry_source
-        self.authenticator = authenticator
-        self.publisher = publisher
+        self.settings, self.registry_source, self.publisher = settings, registry_source, publisher
+        self.pipeline = IntakePipeline(settings, publisher)
         self.limiter = LoginRateLimiter(
             settings.login_failures_per_minute,
             settings.login_lockout_seconds,
             known_address_seconds=settings.login_known_address_seconds,
         )
         self.trusted = settings.trusted_proxy_list
+        self.login = BasicLogin(authenticator, self.limiter)
         self.admission = Admission(
             settings.edge_max_requests_in_progress, settings.edge_max_buffered_body_bytes
         )
@@ -133,18 +114,6 @@ class _Edge:
         # broker outage the edge must stay in the load balancer and answer 503 + AE itself.
         self.readiness = Readiness()
         self.readiness.add("registry", lambda: _registry_or_none(registry_source) is not None)
-
-    # -- replies -----------------------------------------------------------------------------
-    @staticmethod
-    def _error(transport: str, status: int, message: str, **headers: str) -> _Reply:
-        if transport == "soap":
-            code = "soap:Server" if status >= 500 else "soap:Client"
-            return _Reply(status, build_fault(code, message), _SOAP_CONTENT_TYPE, headers=headers)
-        return _Reply(status, (message + "\n").encode(), _TEXT, headers=headers)
-
-    def _unauthorised(self, transport: str, reason: str = "bad_credentials") -> _Reply:
-        EDGE_AUTH_FAILURES.labels(reason).inc()
-        return self._error(transport, 401, "Unauthorized", **{"WWW-Authenticate": WWW_AUTHENTICATE})
 
     # -- endpoints ---------------------------------------------------------------------------
     async def hl7(self, request: Request) -> Response:
@@ -161,26 +130,26 @@ class _Edge:
     async def soap_get(self, request: Request) -> Response:
         started = time.monotonic()
         if "wsdl" in {k.lower() for k in request.query_params.keys()}:
-            reply = _Reply(200, build_wsdl(self._endpoint_url(request)), _SOAP_CONTENT_TYPE)
+            reply = Reply(200, build_wsdl(self._endpoint_url(request)), SOAP_CONTENT_TYPE)
         else:
-            reply = self._error("soap", 400, "GET is only for ?wsdl; POST SOAP requests")
+            reply = error_reply("soap", 400, "GET is only for ?wsdl; POST SOAP requests")
         return self._finish(reply, "soap", started, body_consumed=True)
 
     async def bench_ping(self, request: Request) -> Response:
         """Ceiling for the benchmark: the same auth and body reading, no HL7, no Kafka."""
         started = time.monotonic()
         principal_or_reply = await self._authenticate(request, "http")
-        if isinstance(principal_or_reply, _Reply):
+        if isinstance(principal_or_reply, Reply):
             return self._finish(principal_or_reply, "other", started, body_consumed=False)
         held = [0]
         try:
             body = await self._read_body(request, held)
         finally:
             self.admission.release(held[0])
-        return self._finish(_Reply(200, b"ok %d\n" % len(body), _TEXT), "other", started, body_consumed=True)
+        return self._finish(Reply(200, b"ok %d\n" % len(body), TEXT), "other", started, body_consumed=True)
 
     async def livez(self, request: Request) -> Response:
-        return Response(b"ok\n", 200, media_type=_TEXT)
+        return Response(b"ok\n", 200, media_type=TEXT)
 
     async def readyz(self, request: Request) -> Response:
         # Kafka is reported, never required: see the readiness note in __init__.
@@ -196,7 +165,7 @@ class _Edge:
         status = getattr(exc, "status_code", 404)
         transport = _PATH_TRANSPORT.get(request.url.path, "other")
         EDGE_REQUESTS.labels(transport, str(status), "none").inc()
-        reply = self._error(
+        reply = error_reply(
             "soap" if transport == "soap" else "http",
             status,
             "Not Found" if status == 404 else "Method Not Allowed",
@@ -212,17 +181,17 @@ class _Edge:
         state = {"body_consumed": False}
         if not self.admission.try_enter():
             EDGE_LIMIT_REFUSALS.labels("requests_in_progress").inc()
-            reply = self._error(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
+            reply = error_reply(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
             return self._finish(reply, transport, started, body_consumed=False)
         held = [0]  # body bytes reserved from the admission budget
         try:
             reply = await self._intake(request, transport, ingest_id, received_at_us, state, held)
         except ClientDisconnect:  # gone mid-body (or closed by a connection limit): nobody to answer
             log.info("ingest_id=%s client disconnected before its body was read: not stored", ingest_id)
-            reply = self._error(transport, 400, "Client disconnected")
+            reply = error_reply(transport, 400, "Client disconnected")
         except Exception as exc:  # noqa: BLE001 - request boundary: never a traceback to the client, never content in the log
             log.error("edge request failed: %s ingest_id=%s", type(exc).__name__, ingest_id)
-            reply = self._error(
+            reply = error_reply(
                 transport, 500, "Internal error: the message was not acknowledged, retry later"
             )
         finally:
@@ -230,7 +199,7 @@ class _Edge:
             self.admission.leave()
         return self._finish(reply, transport, started, body_consumed=state["body_consumed"])
 
-    def _finish(self, reply: _Reply, transport: str, started: float, *, body_consumed: bool) -> Response:
+    def _finish(self, reply: Reply, transport: str, started: float, *, body_consumed: bool) -> Response:
         EDGE_REQUESTS.labels(transport, str(reply.status), reply.ack).inc()
         EDGE_REQUEST_DURATION.labels(transport).observe(time.monotonic() - started)
         headers = dict(reply.headers)
@@ -250,56 +219,21 @@ class _Edge:
             held,
         )
 
-    def _rate_limited(self, transport: str, wait: int) -> _Reply:
-        EDGE_AUTH_FAILURES.labels("rate_limited").inc()
-        return self._error(transport, 429, "Too many failed logins", **{"Retry-After": str(wait)})
-
-    async def _authenticate(self, request: Request, transport: str) -> Principal | _Reply:
-        registry = _registry_or_none(self.registry_source)
-        if registry is None:
-            return self._error(
+    async def _authenticate(self, request: Request, transport: str) -> Principal | Reply:
+        if _registry_or_none(self.registry_source) is None:
+            return error_reply(
                 transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE}
             )
-        authorization = request.headers.get("authorization")
-        creds = parse_basic(authorization)
         peer = request.client.host if request.client else ""
         # Every X-Forwarded-For line, in order: a proxy that appends its own line after
         # one the client sent must not have the client's line read as the whole list.
         forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
         source = client_address(peer, forwarded, self.trusted)
         request.state.source_ip = source
-        if creds is None:
-            wait = self.limiter.retry_after(source, None)
-            if wait is not None:
-                return self._rate_limited(transport, wait)
-            # No Authorization at all is how JAX-WS and .NET clients start (they send
-            # credentials after the 401 challenge): not a failed login.
-            return self._unauthorised(
-                transport, "missing_credentials" if authorization is None else "bad_credentials"
-            )
-        # Counted as it starts, so concurrent guesses cannot outrun the limit.
-        # A partner's burst of first connections with the same credentials joins one
-        # attempt (and one argon2 run) instead of counting each connection.
-        attempt = self.limiter.try_begin(
-            source, creds.username, guess=self.authenticator.guess_key(creds.username, creds.password)
-        )
-        if isinstance(attempt, int):
-            return self._rate_limited(transport, attempt)
-        try:
-            principal = await self.authenticator.verify_async(creds.username, creds.password)
-        except AuthenticatorBusy:
-            # Server-side overload, not the sender's fault: no failed login is recorded.
-            attempt.cancelled()
-            return self._error(transport, 503, "Busy, retry later", **{"Retry-After": "1"})
-        if principal is None or not principal.active:
-            attempt.failed()
-            return self._unauthorised(transport)
-        if not address_allowed(source, principal.allowed_networks):
-            attempt.cancelled()  # right password, wrong place: neither a guess nor a known address
-            EDGE_AUTH_FAILURES.labels("network_not_allowed").inc()
-            return self._error(transport, 403, "Forbidden")
-        attempt.succeeded()
-        return principal
+        checked = await self.login.check(request.headers.get("authorization"), source)
+        if isinstance(checked, Refusal):
+            return error_reply(transport, checked.status, checked.message, **checked.headers)
+        return checked
 
     async def _intake(
         self,
@@ -309,23 +243,23 @@ class _Edge:
         received_at_us: int,
         state: dict[str, bool],
         held: list[int],
-    ) -> _Reply:
+    ) -> Reply:
         principal = await self._authenticate(request, transport)
-        if isinstance(principal, _Reply):
+        if isinstance(principal, Reply):
             return principal
         media = parse_media_type(request.headers.get("content-type"))
         allowed = SOAP_MEDIA_TYPES if transport == "soap" else HL7_MEDIA_TYPES
         if media is None or media.type not in allowed:
-            return self._error(transport, 415, "Unsupported content type")
+            return error_reply(transport, 415, "Unsupported content type")
         try:
             body = await self._read_body(request, held)
         except BodyTooLarge:
-            return self._error(transport, 413, "Request body too large")
+            return error_reply(transport, 413, "Request body too large")
         except BadLength:
-            return self._error(transport, 400, "Bad Content-Length")
+            return error_reply(transport, 400, "Bad Content-Length")
         except OverBudget:
             EDGE_LIMIT_REFUSALS.labels("body_budget").inc()
-            return self._error(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
+            return error_reply(transport, 503, "Busy, retry later", **{"Retry-After": RETRY_AFTER_BUSY})
         state["body_consumed"] = True
 
         default_charset = None
@@ -337,7 +271,7 @@ class _Edge:
                     _unwrap_soap, body, media.charset, limiter=self.soap_pool
                 )
             except SoapError:
-                return self._error(transport, 400, "Not a valid acceptMessage request")
+                return error_reply(transport, 400, "Not a valid acceptMessage request")
             del body
         else:
             payload = body
@@ -347,11 +281,11 @@ class _Edge:
 
         registry = _registry_or_none(self.registry_source)
         if registry is None:
-            return self._error(
+            return error_reply(
                 transport, 503, "Service unavailable", **{"Retry-After": _RETRY_AFTER_UNAVAILABLE}
             )
         try:
-            intake = assess(
+            done = await self.pipeline.handle(
                 payload,
                 registry,
                 principal,
@@ -363,37 +297,16 @@ class _Edge:
             )
         except NoMshSegment:
             log.info("ingest_id=%s principal=%s no MSH segment: not stored", ingest_id, principal.id)
-            return self._error(transport, 400, "No MSH segment found")
-
-        stored = await self._store(intake)
-        ack, code = reply_ack(intake, stored=stored, now=datetime.now(UTC))
-        log.info(
-            "ingest_id=%s principal=%s transport=%s stored=%s ack=%s reason=%s",
-            ingest_id,
-            principal.id,
-            transport,
-            stored,
-            code,
-            intake.reason.value if intake.reason else "-",
-        )
-        status = 200 if stored else 503
-        headers = {} if stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
+            return error_reply(transport, 400, "No MSH segment found")
+        status = 200 if done.stored else 503
+        headers = {} if done.stored else {"Retry-After": _RETRY_AFTER_UNAVAILABLE}
+        header = done.intake.header
         if transport == "soap":
-            return _Reply(
-                status, build_accept_response(ack_text(ack, intake.header)), _SOAP_CONTENT_TYPE, code, headers
-            )
+            body = build_accept_response(ack_text(done.ack, header))
+            return Reply(status, body, SOAP_CONTENT_TYPE, done.code, headers)
         # The request's media type, with the charset the ACK bytes are really in (MSH-18).
-        headers["Content-Type"] = ack_content_type(media, intake.header)
-        return _Reply(status, ack, None, code, headers)
-
-    async def _store(self, intake: Intake) -> bool:
-        record = intake.record
-        try:
-            await self.publisher.publish(self.settings.topic_raw, record.key, record.value, record.headers)
-        except KafkaUnavailable as exc:
-            log.warning("ingest_id=%s not stored: %s", intake.ingest_id, exc)
-            return False
-        return True
+        headers["Content-Type"] = ack_content_type(media, header)
+        return Reply(status, done.ack, None, done.code, headers)
 
     def _endpoint_url(self, request: Request) -> str:
         """The WSDL's endpoint: ``HL7_EDGE_PUBLIC_URL`` + ``/soap``, else the address of the
@@ -423,9 +336,14 @@ def create_app(
     authenticator: Authenticator | None = None,
     publisher: KafkaPublisher | None = None,
     bench: bool = False,
+    mllp_socket: socket.socket | None = None,
 ) -> Starlette:
     """The edge ASGI app. Its lifespan starts the Kafka publisher and, at shutdown
     (after uvicorn has finished in-flight requests), flushes it within a bound.
+
+    ``mllp_socket``: a bound socket for the MLLP listener (``processor.edge.mllp``), served
+    on the same event loop from the same lifespan, with the same pipeline, lock-out and body
+    budget (``app.state.mllp``). Its TLS files are checked here (``ConfigError``).
 
     ``bench=True`` adds ``POST /bench/ping``: authenticated, reads the body, no HL7/Kafka.
     """
@@ -439,13 +357,22 @@ def create_app(
     auth = authenticator or Authenticator(current_registry, workers=settings.argon2_workers)
     pub = publisher or KafkaPublisher(settings)
     edge = _Edge(settings, registry_source, auth, pub)
+    mllp = None
+    if mllp_socket is not None:
+        mllp = MllpListener(
+            settings, registry_source, edge.pipeline, edge.limiter, edge.admission, mllp_socket
+        )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         pub.start()
         try:
+            if mllp is not None:
+                await mllp.start()
             yield
         finally:
+            if mllp is not None:  # messages in progress still get their ACK, then Kafka is flushed
+                await mllp.stop(settings.publish_timeout_seconds + 2.0)
             await anyio.to_thread.run_sync(pub.close, settings.publish_timeout_seconds)
             if authenticator is None:
                 auth.close()
@@ -467,4 +394,5 @@ def create_app(
         exception_handlers={404: edge.not_found, 405: edge.not_found},
     )
     app.state.edge = edge
+    app.state.mllp = mllp
     return app

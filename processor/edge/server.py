@@ -28,9 +28,10 @@ import uvicorn
 from processor.config import Settings
 from processor.edge.app import RegistrySource, create_app
 from processor.edge.limits import ConnectionLimits, guarded_protocol
+from processor.edge.mllp_tls import check_mllp_settings
 from processor.errors import ConfigError
 
-__all__ = ["EdgeServer", "serve", "run_edge", "bind_socket", "uvicorn_config"]
+__all__ = ["EdgeServer", "serve", "run_edge", "bind_socket", "bind_mllp_socket", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,28 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_mllp_socket(settings: Settings) -> socket.socket | None:
+    """The MLLP listener's socket when ``HL7_MLLP_PORT`` is set (host: ``HL7_MLLP_HOST``, else
+    the edge's), after checking its settings (``ConfigError``)."""
+    if settings.mllp_port is None:
+        return None
+    check_mllp_settings(settings)
+    return bind_socket(settings.mllp_host or settings.edge_host, settings.mllp_port)
+
+
 def uvicorn_config(
-    settings: Settings, registry_source: RegistrySource, *, bench: bool = False, access_log: bool = False
+    settings: Settings,
+    registry_source: RegistrySource,
+    *,
+    bench: bool = False,
+    access_log: bool = False,
+    mllp_socket: socket.socket | None = None,
 ) -> uvicorn.Config:
-    """uvicorn settings for the edge: uvloop + httptools, our logging, HTTPS when configured."""
+    """uvicorn settings for the edge: uvloop + httptools, our logging, HTTPS when configured;
+    the MLLP listener on ``mllp_socket`` when given (served from the app's lifespan)."""
     if bool(settings.edge_tls_certfile) != bool(settings.edge_tls_keyfile):
         raise ConfigError("HL7_EDGE_TLS_CERTFILE and HL7_EDGE_TLS_KEYFILE must be set together")
-    app = create_app(settings, registry_source, bench=bench)
+    app = create_app(settings, registry_source, bench=bench, mllp_socket=mllp_socket)
     limits = ConnectionLimits(
         header_timeout=settings.edge_header_timeout_seconds,
         body_min_rate=settings.edge_body_min_rate_bytes,
@@ -97,7 +113,8 @@ async def serve(
     bench: bool = False,
 ) -> None:
     """Serve until cancelled or ``stop_event`` is set, in the running event loop."""
-    server = uvicorn.Server(uvicorn_config(settings, registry_source, bench=bench))
+    mllp_sock = bind_mllp_socket(settings)
+    server = uvicorn.Server(uvicorn_config(settings, registry_source, bench=bench, mllp_socket=mllp_sock))
     sock = bind_socket(settings.edge_host, settings.edge_port)
 
     async def watch() -> None:
@@ -115,11 +132,14 @@ async def serve(
     finally:
         watcher.cancel()
         sock.close()
+        if mllp_sock is not None:
+            mllp_sock.close()
 
 
 def run_edge(settings: Settings, registry_source: RegistrySource, *, bench: bool = False) -> None:
     """Blocking: serve in this thread until SIGTERM/SIGINT, then shut down gracefully."""
-    config = uvicorn_config(settings, registry_source, bench=bench)
+    mllp_sock = bind_mllp_socket(settings)
+    config = uvicorn_config(settings, registry_source, bench=bench, mllp_socket=mllp_sock)
     server = uvicorn.Server(config)
     sock = bind_socket(settings.edge_host, settings.edge_port)
     host, port = sock.getsockname()[:2]
@@ -137,6 +157,8 @@ def run_edge(settings: Settings, registry_source: RegistrySource, *, bench: bool
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if mllp_sock is not None:
+            mllp_sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -152,7 +174,15 @@ class EdgeServer:
         bench: bool = False,
         access_log: bool = False,
     ) -> None:
-        self._config = uvicorn_config(settings, registry_source, bench=bench, access_log=access_log)
+        self._mllp_sock = bind_mllp_socket(settings)
+        try:
+            self._config = uvicorn_config(
+                settings, registry_source, bench=bench, access_log=access_log, mllp_socket=self._mllp_sock
+            )
+        except BaseException:
+            if self._mllp_sock is not None:
+                self._mllp_sock.close()
+            raise
         self._server = uvicorn.Server(self._config)
         self._sock = bind_socket(settings.edge_host, settings.edge_port)
         self._thread: threading.Thread | None = None
@@ -161,6 +191,14 @@ class EdgeServer:
     @property
     def address(self) -> tuple[str, int]:
         host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def mllp_address(self) -> tuple[str, int] | None:
+        """Where MLLP is served (``HL7_MLLP_PORT`` set), else ``None``."""
+        if self._mllp_sock is None:
+            return None
+        host, port = self._mllp_sock.getsockname()[:2]
         return host, port
 
     @property
@@ -204,3 +242,5 @@ class EdgeServer:
             self._thread.join(timeout if timeout is not None else grace + 15)
             self._thread = None
         self._sock.close()
+        if self._mllp_sock is not None:
+            self._mllp_sock.close()

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from processor.errors import RegistryInvalid
-from processor.registry.model import Customer, Login, Network, Partner, Registry
+from processor.registry.model import Customer, Login, Network, Partner, Registry, normalise_fingerprint
 
 __all__ = [
     "ALIAS_RE",
@@ -57,8 +57,17 @@ DEMO_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "demo_registry.yam
 
 _TOP_KEYS = {"customers", "partners"}
 _CUSTOMER_KEYS = {"id", "alias", "active", "authorised_connectors", "login"}
-_LOGIN_KEYS = {"username", "password_hash", "allowed_networks"}
-_PARTNER_KEYS = {"id", "active", "username", "password_hash", "allowed_networks", "authorised_by"}
+_LOGIN_KEYS = {"username", "password_hash", "allowed_networks", "client_certificates"}
+_PARTNER_KEYS = {
+    "id",
+    "active",
+    "username",
+    "password_hash",
+    "allowed_networks",
+    "authorised_by",
+    "client_certificates",
+}
+_MAX_CERTIFICATES = 100
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -187,6 +196,32 @@ class _Checker:
                 self.error(f"{where}.{key}[{i}]", f"not a CIDR network {_show(item)} ({exc})")
         return tuple(out)
 
+    def fingerprints(self, entry: dict[str, Any], where: str) -> frozenset[str]:
+        """``client_certificates``: SHA-256 fingerprints (hex, colons optional), normalised."""
+        key = "client_certificates"
+        if key not in entry or entry[key] is None:
+            return frozenset()
+        value = entry[key]
+        if not isinstance(value, list):
+            self.error(f"{where}.{key}", f"expected a list of SHA-256 fingerprints, got {_type_name(value)}")
+            return frozenset()
+        if len(value) > _MAX_CERTIFICATES:
+            self.error(f"{where}.{key}", f"more than {_MAX_CERTIFICATES} certificates")
+            return frozenset()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            fingerprint = normalise_fingerprint(item) if isinstance(item, str) else None
+            if fingerprint is None:
+                self.error(
+                    f"{where}.{key}[{i}]",
+                    f"expected a SHA-256 fingerprint (64 hex digits, colons optional), got {_show(item)}",
+                )
+            elif fingerprint in out:
+                self.error(f"{where}.{key}[{i}]", "fingerprint listed twice")
+            else:
+                out.append(fingerprint)
+        return frozenset(out)
+
     def username(self, entry: dict[str, Any], where: str) -> str | None:
         value = self.string(entry, "username", where, required=True)
         if value is None:
@@ -272,8 +307,11 @@ def _customer(chk: _Checker, raw: object, where: str) -> tuple[Customer | None, 
             username = chk.username(lentry, lwhere)
             phash = chk.password_hash(lentry, lwhere)
             nets = chk.networks(lentry, "allowed_networks", lwhere)
+            certs = chk.fingerprints(lentry, lwhere)
             if username is not None and phash is not None:
-                login = Login(username=username, password_hash=phash, allowed_networks=nets)
+                login = Login(
+                    username=username, password_hash=phash, allowed_networks=nets, client_certificates=certs
+                )
     if len(chk.errors) != before or cid is None or alias is None:
         return None, connectors
     return (
@@ -299,6 +337,7 @@ def _partner(chk: _Checker, raw: object, where: str) -> tuple[Partner | None, li
     phash = chk.password_hash(entry, where)
     nets = chk.networks(entry, "allowed_networks", where)
     granted = chk.id_list(entry, "authorised_by", where)
+    certs = chk.fingerprints(entry, where)
     if len(chk.errors) != before or pid is None or username is None or phash is None:
         return None, granted
     return (
@@ -309,6 +348,7 @@ def _partner(chk: _Checker, raw: object, where: str) -> tuple[Partner | None, li
             active=active,
             allowed_networks=nets,
             authorised_by=frozenset(granted),
+            client_certificates=certs,
         ),
         granted,
     )
@@ -350,6 +390,7 @@ def parse_registry(data: bytes) -> Registry:
     ids: list[tuple[str, str, str]] = []
     aliases: list[tuple[str, str, str]] = []
     usernames: list[tuple[str, str, str]] = []
+    certificates: list[tuple[str, str, str]] = []
 
     for i, raw in enumerate(_entries(chk, top, "customers")):
         where = _label("customers", i, raw)
@@ -361,6 +402,7 @@ def parse_registry(data: bytes) -> Registry:
             login = raw.get("login")
             if isinstance(login, dict):
                 _collect(login, "username", f"{where}.login", usernames)
+                _collect_fingerprints(login, f"{where}.login", certificates)
         if cust is not None:
             customers.append(cust)
     for i, raw in enumerate(_entries(chk, top, "partners")):
@@ -370,12 +412,15 @@ def parse_registry(data: bytes) -> Registry:
         if isinstance(raw, dict):
             _collect(raw, "id", where, ids)
             _collect(raw, "username", where, usernames)
+            _collect_fingerprints(raw, where, certificates)
         if part is not None:
             partners.append(part)
 
     _check_unique(chk, ids, "id")
     _check_unique(chk, aliases, "alias")
     _check_unique(chk, usernames, "username")
+    # One certificate, one principal: else the MLLP identity of a connection would be ambiguous.
+    _check_unique(chk, certificates, "client certificate")
 
     customer_ids = {v for v, w, _ in ids if w.startswith("customers[")}
     partner_ids = {v for v, w, _ in ids if w.startswith("partners[")}
@@ -397,6 +442,17 @@ def _collect(entry: dict[str, Any], key: str, where: str, into: list[tuple[str, 
     value = entry.get(key)
     if isinstance(value, str):
         into.append((value, where, key))
+
+
+def _collect_fingerprints(entry: dict[str, Any], where: str, into: list[tuple[str, str, str]]) -> None:
+    value = entry.get("client_certificates")
+    if isinstance(value, list):
+        seen: set[str] = set()  # a repeat within the entry is reported by _Checker.fingerprints
+        for i, item in enumerate(value[:_MAX_CERTIFICATES]):
+            fingerprint = normalise_fingerprint(item) if isinstance(item, str) else None
+            if fingerprint is not None and fingerprint not in seen:
+                seen.add(fingerprint)
+                into.append((fingerprint, where, f"client_certificates[{i}]"))
 
 
 def load_registry(path: str | Path) -> Registry:

@@ -22,9 +22,22 @@ __all__ = [
     "Partner",
     "Principal",
     "Registry",
+    "normalise_fingerprint",
 ]
 
 Network = IPv4Network | IPv6Network
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def normalise_fingerprint(text: str) -> str | None:
+    """A SHA-256 certificate fingerprint as 64 lower-case hex digits, or ``None`` if ``text``
+    is not one (hex digits, colons optional: ``AB:CD:...`` as ``openssl x509 -fingerprint``
+    prints it, or ``abcd...``)."""
+    digits = text.replace(":", "").lower()
+    if len(digits) != 64 or not _HEX.issuperset(digits):
+        return None
+    return digits
 
 
 class PrincipalType(StrEnum):
@@ -41,6 +54,7 @@ class Login:
     username: str
     password_hash: str = field(repr=False)
     allowed_networks: tuple[Network, ...] = ()
+    client_certificates: frozenset[str] = frozenset()  # normalised SHA-256 fingerprints (MLLP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,7 @@ class Partner:
     password_hash: str = field(repr=False)
     allowed_networks: tuple[Network, ...] = ()
     authorised_by: frozenset[str] = frozenset()
+    client_certificates: frozenset[str] = frozenset()  # normalised SHA-256 fingerprints (MLLP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,7 @@ class Principal:
     allowed_networks: tuple[Network, ...]
     alias: str | None  # the customer's own alias; None for partners
     authorised_by: frozenset[str] = frozenset()  # partners only
+    client_certificates: frozenset[str] = frozenset()  # identify it on MLLP (SPEC 4a)
 
 
 def _partner_principal(p: Partner) -> Principal:
@@ -95,6 +111,7 @@ def _partner_principal(p: Partner) -> Principal:
         allowed_networks=p.allowed_networks,
         alias=None,
         authorised_by=p.authorised_by,
+        client_certificates=p.client_certificates,
     )
 
 
@@ -108,6 +125,7 @@ def _customer_principal(c: Customer) -> Principal:
         password_hash=login.password_hash if login else None,
         allowed_networks=login.allowed_networks if login else (),
         alias=c.alias,
+        client_certificates=login.client_certificates if login else frozenset(),
     )
 
 
@@ -127,6 +145,7 @@ class Registry:
         "_partners_by_id",
         "_principals",
         "_by_username",
+        "_by_certificate",
     )
 
     def __init__(self, version: str, customers: Iterable[Customer], partners: Iterable[Partner]) -> None:
@@ -141,6 +160,9 @@ class Registry:
         self._principals: Mapping[str, Principal] = _unique((p.id, p) for p in principals)
         self._by_username: Mapping[str, Principal] = _unique(
             (p.username, p) for p in principals if p.username is not None
+        )
+        self._by_certificate: Mapping[str, Principal] = _unique(
+            (fp, p) for p in principals for fp in sorted(p.client_certificates)
         )
 
     def customer_by_id(self, customer_id: str) -> Customer | None:
@@ -164,6 +186,11 @@ class Registry:
 
     def principal_by_username(self, username: str) -> Principal | None:
         return self._by_username.get(username)
+
+    def principal_by_certificate(self, fingerprint: str) -> Principal | None:
+        """The principal whose ``client_certificates`` lists this SHA-256 fingerprint
+        (normalised: 64 lower-case hex digits, see :func:`normalise_fingerprint`)."""
+        return self._by_certificate.get(fingerprint)
 
     def __repr__(self) -> str:  # no hashes in reprs or logs
         return (

@@ -265,7 +265,7 @@ def test_scenarios_cover_every_label_value_http_can_produce() -> None:
     statuses = {int(status) for s in SCENARIOS for (_t, status, _a) in s.requests}
     transports = {t for s in SCENARIOS for (t, _st, _a) in s.requests}
     reasons = {r for s in SCENARIOS for r in s.auth}
-    mllp_only = contract.NOT_BUILT_LABEL_VALUES[("hl7_edge_auth_failures_total", "reason")]
+    mllp_only = contract.MLLP_ONLY_LABEL_VALUES[("hl7_edge_auth_failures_total", "reason")]
     assert acks == set(contract.ACK_CODES)
     assert statuses == set(contract.HTTP_STATUSES)
     assert transports == {"http", "soap"} == set(contract.TRANSPORTS) - {"mllp", "gateway"}

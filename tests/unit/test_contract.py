@@ -27,7 +27,6 @@ from processor.stream.routing import metadata_problem
 from tests import contract
 
 REPO = Path(__file__).resolve().parents[2]
-ROW_12 = "row 12 not built: no DUPLICATE reason / dedupe in the processor yet"
 
 
 # ------------------------------------------------------------------------ the tables themselves
@@ -60,7 +59,6 @@ def test_every_contract_reason_but_row_12_is_in_the_code() -> None:
     assert set(contract.REASON_CODES) - contract.reasons_of_rows(12, 12) <= {r.value for r in Reason}
 
 
-@pytest.mark.xfail(strict=True, reason=ROW_12)
 def test_reason_enum_equals_the_contract_reasons() -> None:
     assert {r.value for r in Reason} == set(contract.REASON_CODES)
 
@@ -137,25 +135,12 @@ def _check_metric(row: contract.MetricRow) -> None:
     assert not extra, f"{row.name}: labels the SPEC does not allow: {extra}"
 
 
-_BUILT = [row for row in contract.METRICS if row.name not in contract.NOT_BUILT_METRICS]
-_NOT_BUILT = [
-    pytest.param(row, marks=pytest.mark.xfail(strict=True, reason=contract.NOT_BUILT_METRICS[row.name]),
-                 id=row.name)
-    for row in contract.METRICS if row.name in contract.NOT_BUILT_METRICS
-]
-
-
-@pytest.mark.parametrize("row", _BUILT, ids=[row.name for row in _BUILT])
+@pytest.mark.parametrize("row", contract.METRICS, ids=[row.name for row in contract.METRICS])
 def test_contract_metric_exists_with_type_and_labels(row: contract.MetricRow) -> None:
     _check_metric(row)
 
 
-@pytest.mark.parametrize("row", _NOT_BUILT)
-def test_contract_metric_of_a_feature_not_built_yet(row: contract.MetricRow) -> None:
-    _check_metric(row)
-
-
-@pytest.mark.parametrize("row", [r for r in _BUILT if r.values], ids=[r.name for r in _BUILT if r.values])
+@pytest.mark.parametrize("row", [r for r in contract.METRICS if r.values], ids=[r.name for r in contract.METRICS if r.values])
 def test_series_in_this_process_carry_only_contract_label_values(row: contract.MetricRow) -> None:
     """Whatever series exist now (pre-created at import, or left by tests that ran before in
     this process) use only the values the SPEC lists: a typo such as ``abort`` shows here."""

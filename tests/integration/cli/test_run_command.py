@@ -71,15 +71,23 @@ def test_run_prints_a_working_curl_and_routes_the_seed_message(kafka_bootstrap: 
         assert record["data_controller_alias"] == "trustalias"
 
         # The printed "read what was routed" command works as pasted (no venv on PATH needed).
-        read_cmd = None
+        read_cmd = mllp_cmd = None
         while read_cmd is None:
             line = proc.stdout.readline()
             assert line, "no 'Read what was routed' line printed"
             if line.startswith("Read what was routed:"):
                 read_cmd = line.split(":", 1)[1].strip()
+            if "mllp_send" in line and line.startswith("  "):
+                mllp_cmd = line.strip()
         decoded = subprocess.run(["bash", "-c", read_cmd + " --max 1 --timeout 30"], capture_output=True,
                                  text=True, timeout=90, env={"PATH": "/usr/bin:/bin"})
         assert json.loads(decoded.stdout.splitlines()[0])["message_control_id"] == "DEMO0001", decoded.stderr
+
+        # The printed MLLP line (plaintext on localhost, python-hl7's mllp_send) works as pasted too.
+        assert mllp_cmd, "no MLLP command printed"
+        mllp_ack = subprocess.run(["bash", "-c", mllp_cmd], capture_output=True, text=True, timeout=60,
+                                  env={"PATH": "/usr/bin:/bin"}).stdout
+        assert re.search(r"^MSA\|AA\|DEMO0001", mllp_ack, re.MULTILINE), mllp_ack
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 0

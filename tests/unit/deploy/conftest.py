@@ -28,7 +28,7 @@ TARGET_LABELS = frozenset({"job", "instance", "component", "__name__"})
 # Enumerated label values from SPEC section 6 (and the reason codes of section 3).
 _ENUMERATED: dict[tuple[str, str], frozenset[str]] = {
     ("hl7_edge_requests", "ack"): frozenset({"AA", "AR", "AE", "CA", "CR", "CE", "none"}),
-    ("hl7_edge_requests", "transport"): frozenset({"http", "soap"}),
+    ("hl7_edge_requests", "transport"): frozenset({"http", "soap", "mllp"}),
     ("hl7_edge_auth_failures", "reason"): frozenset({
         "bad_credentials", "missing_credentials", "network_not_allowed", "rate_limited", "unknown_certificate",
         "tls_handshake",

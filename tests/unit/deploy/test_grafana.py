@@ -80,6 +80,13 @@ def test_required_views_are_on_the_dashboard() -> None:
         assert all("by (le)" in e for e in quantiles)
 
 
+def test_dead_letter_stat_leaves_resends_out() -> None:
+    """Row 12: a DUPLICATE is normal traffic; the stat that turns orange at 1 must not count it."""
+    (panel,) = [p for p in PANELS if p["title"] == "Dead letters (1h)"]
+    (target,) = panel["targets"]
+    assert 'reason!="DUPLICATE"' in target["expr"]
+
+
 def test_end_to_end_panel_marks_the_alert_threshold() -> None:
     """The p99 line is drawn against HL7EndToEndLatencyHigh's threshold (the buckets reach 1 h,
     so the panel shows real values above it)."""

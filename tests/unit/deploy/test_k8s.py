@@ -318,7 +318,8 @@ def test_kafka_credentials_come_from_one_secret_per_role(k8s_objects: list[dict[
         # Never another role's credentials, by any route.
         assert _secret_references(workload) & KAFKA_ROLE_SECRETS == {KAFKA_SECRET[name]}, name
     edge = _one("Deployment", "hl7-edge", k8s_objects)
-    assert _secret_references(edge) == {"hl7-kafka-edge", "hl7-registry"}, "the internet-facing pod holds least"
+    assert _secret_references(edge) == {"hl7-kafka-edge", "hl7-registry", "hl7-mllp-tls", "hl7-mllp-client-ca"}, (
+        "the internet-facing pod holds least: its Kafka role, the registry, its own MLLP certificate")
 
 
 def test_edge_trusts_forwarded_for_from_the_pod_network_only(k8s_objects: list[dict[str, Any]]) -> None:
@@ -427,6 +428,8 @@ def _ingress_rules(app: str, k8s_objects: list[dict[str, Any]]) -> list[tuple[st
     for policy in _policies_for(app, "Ingress", k8s_objects):
         for rule in policy["spec"].get("ingress", []):
             assert rule.get("from") and rule.get("ports"), f"{policy['metadata']['name']}: open to anyone"
+            if policy["metadata"]["name"] == "hl7-edge-mllp-ingress":
+                continue  # MLLP from the internet: test_mllp_port_is_open_to_partners_through_tcp_passthrough
             for peer in rule["from"]:
                 assert set(peer) == {"namespaceSelector"}, "whole namespaces, matched by their name label"
                 namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
@@ -459,6 +462,30 @@ def test_edge_is_reachable_from_the_ingress_and_monitoring_namespaces_only(k8s_o
     assert sorted(_ingress_rules("hl7-edge", k8s_objects)) == sorted(
         [(INGRESS_NAMESPACE, port), (MONITORING_NAMESPACE, port)]
     )
+
+
+def test_mllp_port_is_open_to_partners_through_tcp_passthrough(k8s_objects: list[dict[str, Any]]) -> None:
+    """SPEC 4a: the edge must see the client certificate, so MLLP reaches it as plain TCP (an L4
+    LoadBalancer keeping client addresses, no Ingress, no TLS termination in between)."""
+    config = _config(k8s_objects)
+    port = int(config["HL7_MLLP_PORT"])
+    assert not config.get("HL7_MLLP_PLAINTEXT")
+    assert {"HL7_MLLP_TLS_CERTFILE", "HL7_MLLP_TLS_KEYFILE", "HL7_MLLP_CLIENT_CA_FILE"} <= set(config)
+    service = _one("Service", "hl7-edge-mllp", k8s_objects)["spec"]
+    assert service["type"] == "LoadBalancer" and service["externalTrafficPolicy"] == "Local"
+    assert [(p["port"], p["protocol"]) for p in service["ports"]] == [(port, "TCP")]
+    edge = _pod(_one("Deployment", "hl7-edge", k8s_objects))["containers"][0]
+    assert {"name": "mllp", "containerPort": port, "protocol": "TCP"} in edge["ports"]
+    [policy] = [p for p in _policies_for("hl7-edge", "Ingress", k8s_objects)
+                if p["metadata"]["name"] == "hl7-edge-mllp-ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}], "the internet reaches the MLLP port only"
+    assert {peer["ipBlock"]["cidr"] for peer in rule["from"]} == {"0.0.0.0/0", "::/0"}
+    mounted = {m["mountPath"]: m for m in edge["volumeMounts"]}
+    for setting in ("HL7_MLLP_TLS_CERTFILE", "HL7_MLLP_TLS_KEYFILE", "HL7_MLLP_CLIENT_CA_FILE"):
+        directory = str(Path(config[setting]).parent)
+        assert directory in mounted and mounted[directory].get("readOnly"), setting
+        assert "subPath" not in mounted[directory], "a subPath mount never sees a renewed certificate"
 
 
 def test_processor_metrics_are_reachable_from_the_monitoring_namespace_only(k8s_objects: list[dict[str, Any]]) -> None:
