@@ -23,7 +23,11 @@ Made to be a stable instrument on a shared box (the broker on the same cores):
 4. the report gives, per variant, the median and the spread (min-max) over the rounds,
    and the processor / bare ratio of the medians and of each round.
 
-No ``--dedupe`` variant: the dedupe store (row 12) is not built yet; add one with it.
+Dedupe (decision row 12) is on in every processor variant but one: ``processor_dedupe_off``
+(``HL7_DEDUPE_ENABLED=false``) runs in the same rounds, and the report gives the cost of the
+dedupe as ``1 - on / off`` (of the medians and per round). Every dedupe-on run writes a
+changelog topic of its own (a shared one would make the next run's records duplicates and
+its start a restore); the stream has no resends, the common case.
 
 Latency (``--latency``; with HL7_BATCH_MAX_MS 100 and 10): the processor as a real
 ``python -m processor stream`` subprocess, a generator producing at a steady offered rate
@@ -198,7 +202,10 @@ def txn_loop(
         batch = [first]
         end = time.perf_counter() + settings.batch_max_ms / 1000
         while len(batch) < settings.batch_max_records and time.perf_counter() < end:
-            batch += consumer.consume(settings.batch_max_records - len(batch), end - time.perf_counter())
+            # max(0, ...): the time left may turn negative after the check, and librdkafka takes
+            # a negative timeout as "wait forever" (seen: the bench hung in round 3).
+            left = max(0.0, end - time.perf_counter())
+            batch += consumer.consume(settings.batch_max_records - len(batch), left)
         producer.begin_transaction()
         offsets: dict[int, int] = {}
         for msg in batch:
@@ -293,7 +300,7 @@ def warm_up(bootstrap: str, n: int) -> float:
     ensure_topics(settings)
     produce_raw(settings, n)
     txn_loop(settings, n, 120, None, Progress("warm-up", n))
-    delete_topics(settings)
+    delete_topics(settings, extra=[settings.dedupe_topic])
     return time.perf_counter() - t0
 
 
@@ -304,20 +311,36 @@ def throughput(
     settings = new_settings(bootstrap, "tput")
     ensure_topics(settings)
     produce_raw(settings, n)
-    runs: dict[str, list[float]] = {"bare": [], "processor": [], "processor_unpipelined": []}
+    runs: dict[str, list[float]] = {
+        "bare": [],
+        "processor": [],
+        "processor_dedupe_off": [],
+        "processor_unpipelined": [],
+    }
+    changelogs: list[str] = []
 
     def variant(tag: str, **update: object) -> Settings:
-        return settings.model_copy(
+        chosen = settings.model_copy(
             update={
                 "consumer_group": f"{settings.consumer_group}.{tag}",
                 "transactional_id": f"{settings.transactional_id}.{tag}",
+                "topic_dedupe": f"{settings.topic_raw}.dedupe.{tag}",
                 **update,
             }
         )
+        if chosen.dedupe_enabled:  # an empty changelog of its own
+            from confluent_kafka.admin import AdminClient
+
+            from processor.kafka.topics import dedupe_spec
+
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin.create_topics([dedupe_spec(chosen).new_topic()])[chosen.dedupe_topic].result(30)
+            changelogs.append(chosen.dedupe_topic)
+        return chosen
 
     def bare(r: int) -> None:
         progress = Progress(f"bare loop, round {r + 1}", n)
-        txn_loop(variant(f"bare{r}"), n, seconds, None, progress)
+        txn_loop(variant(f"bare{r}", dedupe_enabled=False), n, seconds, None, progress)
         runs["bare"].append(progress.rate())
 
     def processor(r: int) -> None:
@@ -325,13 +348,19 @@ def throughput(
         run_processor(variant(f"proc{r}"), n, seconds, progress)
         runs["processor"].append(progress.rate())
 
+    def processor_dedupe_off(r: int) -> None:
+        """HL7_DEDUPE_ENABLED=false: decision row 12 not evaluated, no changelog."""
+        progress = Progress(f"processor, dedupe off, round {r + 1}", n)
+        run_processor(variant(f"nodedupe{r}", dedupe_enabled=False), n, seconds, progress)
+        runs["processor_dedupe_off"].append(progress.rate())
+
     def processor_unpipelined(r: int) -> None:
         """HL7_PIPELINE_TRANSACTIONS=1: each commit waits before the next routing starts."""
         progress = Progress(f"processor, no pipelining, round {r + 1}", n)
         run_processor(variant(f"serial{r}", pipeline_transactions=1), n, seconds, progress)
         runs["processor_unpipelined"].append(progress.rate())
 
-    steps = [bare, processor, processor_unpipelined]
+    steps = [bare, processor, processor_dedupe_off, processor_unpipelined]
     try:
         for r in range(rounds):  # each round starts with another variant
             for step in steps[r % len(steps) :] + steps[: r % len(steps)]:
@@ -341,14 +370,14 @@ def throughput(
             runs["bare_plus_avro_encode"] = []
             for r in range(rounds):
                 progress = Progress(f"bare + Avro only, round {r + 1}", n)
-                txn_loop(variant(f"avro{r}"), n, seconds, encoder, progress)
+                txn_loop(variant(f"avro{r}", dedupe_enabled=False), n, seconds, encoder, progress)
                 runs["bare_plus_avro_encode"].append(progress.rate())
         if naive:
             from hl7apy.parser import parse_message
 
             progress = Progress("naive (hl7apy)", n)
             txn_loop(
-                variant("naive"),
+                variant("naive", dedupe_enabled=False),
                 n,
                 10,
                 lambda v: parse_message(v.decode("ascii"), find_groups=False),
@@ -357,8 +386,18 @@ def throughput(
             )  # too slow for several commits: from the first read
             runs["naive_hl7apy"] = [progress.rate()]
     finally:
-        delete_topics(settings)
+        delete_topics(settings, extra=[*changelogs, settings.dedupe_topic])
     report: dict[str, object] = {name: summary(rates) for name, rates in runs.items()}
+    costs = [
+        1 - on / off for on, off in zip(runs["processor"], runs["processor_dedupe_off"], strict=True) if off
+    ]
+    report["dedupe_cost"] = {  # goal (issue 16): at most 0.15
+        "of_medians": round(
+            1 - statistics.median(runs["processor"]) / statistics.median(runs["processor_dedupe_off"]), 3
+        ),
+        "per_round_min": round(min(costs), 3),
+        "per_round_max": round(max(costs), 3),
+    }
     paired = [p / b for p, b in zip(runs["processor"], runs["bare"], strict=True) if b]
     report["processor_vs_bare"] = {
         "of_medians": round(statistics.median(runs["processor"]) / statistics.median(runs["bare"]), 3),
@@ -376,11 +415,11 @@ def throughput(
     return report
 
 
-def delete_topics(settings: Settings) -> None:
+def delete_topics(settings: Settings, extra: list[str] | None = None) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    topics = [settings.topic_raw, settings.topic_accepted, settings.topic_deadletter]
+    topics = [settings.topic_raw, settings.topic_accepted, settings.topic_deadletter, *(extra or [])]
     for future in admin.delete_topics(topics, operation_timeout=30).values():
         try:
             future.result(60)

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
-        "create", help="create the three topics and the compacted replay ledger (idempotent)"
+        "create", help="create the three topics, the replay ledger and the dedupe changelog (idempotent)"
     )
     create.add_argument("--partitions", type=int, help="partitions per topic (HL7_TOPIC_PARTITIONS)")
     create.add_argument("--replication-factor", type=int, help="-1 = broker default")

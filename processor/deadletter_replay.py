@@ -5,8 +5,11 @@ Typical use: a partner was missing a grant, its messages were dead-lettered with
 Each chosen dead letter is first checked against the current registry exactly as
 the processor would check it (row 1 and :func:`processor.decision.decide`): one that
 would be refused again is reported and left alone (``force`` replays it anyway), so a
-replay cannot loop. A dead letter without payload (an output too large for Kafka,
-whose original stays in ``hl7.raw`` at ``source_offset``) is never replayed.
+replay cannot loop. A ``DUPLICATE`` (decision row 12) is always refused without ``force``:
+its original was accepted, so the processor would dead-letter it again (within the dedupe
+window) or accept the same message a second time (after it). A dead letter without payload
+(an output too large for Kafka, whose original stays in ``hl7.raw`` at ``source_offset``) is
+never replayed.
 
 At most once: each replayed dead letter is recorded in a compacted ledger topic
 (``<dead-letter topic>.replayed``, key = the dead letter's topic:partition:offset)
@@ -87,7 +90,10 @@ class ScanResult:
 
 
 def verdict_now(candidate: Candidate, registry: Registry) -> Reason | None:
-    """The reason the processor would give this record today, or ``None`` if it would accept it."""
+    """The reason the processor would give this record today, or ``None`` if it would accept it.
+
+    Row 12 cannot be asked without the processor's state: a ``DUPLICATE`` stays one.
+    """
     from processor.stream.routing import metadata_problem
 
     raw = RawRecord(
@@ -107,7 +113,11 @@ def verdict_now(candidate: Candidate, registry: Registry) -> Reason | None:
         candidate.payload,
         raw.headers.get(HEADER_CHARSET) or None,
     )
-    return decision.reason if isinstance(decision, Rejected) else None
+    if isinstance(decision, Rejected):
+        return decision.reason
+    if candidate.reason == Reason.DUPLICATE:  # row 12: its original was accepted already
+        return Reason.DUPLICATE
+    return None
 
 
 def _utc(value: datetime) -> datetime:

@@ -22,8 +22,14 @@ from processor.registry.model import PrincipalType
 __all__ = ["main", "explain_json"]
 
 
+# Decision row 12 (DUPLICATE) needs the processor's dedupe state, which explain cannot see:
+# an "accept" here means rows 1-11 pass; the processor may still dead-letter a resend.
+DEDUPE_NOT_CHECKED = "not checked"
+
+
 def explain_json(decision: Decision) -> dict[str, str | None]:
-    """The SPEC 7 JSON shape; ``null`` where a value is unknown."""
+    """The SPEC 7 JSON shape, plus ``"dedupe": "not checked"`` (row 12); ``null`` where a
+    value is unknown."""
     if isinstance(decision, Accepted):
         return {
             "decision": "accept",
@@ -32,6 +38,7 @@ def explain_json(decision: Decision) -> dict[str, str | None]:
             "data_controller_id": decision.data_controller_id,
             "message_control_id": decision.header.message_control_id,
             "registry_version": decision.registry_version,
+            "dedupe": DEDUPE_NOT_CHECKED,
         }
     header = decision.header
     return {
@@ -41,6 +48,7 @@ def explain_json(decision: Decision) -> dict[str, str | None]:
         "data_controller_id": decision.data_controller_id,
         "message_control_id": header.message_control_id if header is not None else None,
         "registry_version": decision.registry_version,
+        "dedupe": DEDUPE_NOT_CHECKED,
     }
 
 

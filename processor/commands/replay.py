@@ -69,6 +69,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"{total} matching dead letter(s) would still be refused and are left alone:")
         for reason, count in sorted(scan.still_rejected.items()):
             print(f"  now {reason}: {count}")
+        if scan.still_rejected.get("DUPLICATE"):
+            print(
+                "  (a DUPLICATE's original was accepted: replaying it would deliver the message twice;"
+                " --force does)"
+            )
     if scan.without_payload:
         print(
             f"{scan.without_payload} without payload (too large for Kafka; original in "

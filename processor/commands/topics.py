@@ -1,6 +1,6 @@
 """``hl7-processor topics create [--check]``.
 
-Without ``--check``: creates the raw, accepted, dead-letter and replay ledger topics
+Without ``--check``: creates the raw, accepted, dead-letter, replay ledger and dedupe changelog topics
 (idempotent; existing topics are left alone) and prints ``<topic>: created|exists``.
 
 With ``--check``: creates nothing; prints one line per difference between the settings

@@ -14,8 +14,10 @@ Kafka 4.1 broker with the ``StandardAuthorizer`` by ``tests/integration/test_kaf
   through ``send_offsets_to_transaction``, ``committed()``), transactional producer to
   the accepted and dead-letter topics: READ, DESCRIBE on raw; READ on the group;
   WRITE, DESCRIBE on accepted and dead-letter; WRITE, DESCRIBE on transactional ids
-  with the instances' common prefix (PREFIXED). It lists no topics, describes neither
-  the cluster nor any configs, and creates nothing.
+  with the instances' common prefix (PREFIXED). Its dedupe changelog it writes in the same
+  transactions and reads back when a partition is assigned (an assigned consumer under
+  the processors' own group id, which never joins or commits): READ, WRITE, DESCRIBE.
+  It lists no topics, describes neither the cluster nor any configs, and creates nothing.
 - **replay** (``deadletter replay``) — reads the dead-letter topic and its ledger with
   ``read_to_end`` (assigned partitions under a throwaway group ``hl7-reader-<uuid>``
   that never joins or commits: librdkafka only looks up its coordinator, which needs
@@ -167,6 +169,7 @@ def role_bindings(
     grant("processor", group, settings.consumer_group, lit, (op.READ,))
     grant("processor", topic, accepted, lit, (op.WRITE, op.DESCRIBE))
     grant("processor", topic, dead, lit, (op.WRITE, op.DESCRIBE))
+    grant("processor", topic, settings.dedupe_topic, lit, (op.READ, op.WRITE, op.DESCRIBE))
     grant("processor", txn, prefix, pre, (op.WRITE, op.DESCRIBE))
 
     grant("replay", topic, dead, lit, (op.READ, op.DESCRIBE))
@@ -175,7 +178,7 @@ def role_bindings(
     grant("replay", txn, replay_transactional_id(settings), lit, (op.WRITE, op.DESCRIBE))
     grant("replay", group, READER_GROUP_PREFIX, pre, (op.DESCRIBE,))
 
-    for name in (raw, accepted, dead, ledger):
+    for name in (raw, accepted, dead, ledger, settings.dedupe_topic):
         grant("admin", topic, name, lit, (op.CREATE, op.DESCRIBE, op.ALTER_CONFIGS, op.DESCRIBE_CONFIGS))
     grant("admin", ResourceType.BROKER, CLUSTER_RESOURCE, lit, (op.ALTER, op.DESCRIBE))
     return out

@@ -10,7 +10,8 @@ the loop decides *when*. Nothing here knows about HL7.
 
 The consumer reads ``read_committed`` without auto-commit (:func:`consumer_config`);
 its rebalance callbacks run inside ``poll``/``consume`` on the caller's thread and keep
-:attr:`TxnSession.assignment`; a revocation or loss is passed on to ``on_revoke``.
+:attr:`TxnSession.assignment`; an assignment is passed on to ``on_assign`` (the processor
+restores its dedupe state there), a revocation or loss to ``on_revoke``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ Partition = tuple[str, int]
 Offsets = dict[Partition, int]
 Headers = list[tuple[str, Any]]
 RevokeListener = Callable[[frozenset[Partition], str], None]
+AssignListener = Callable[[frozenset[Partition]], None]
+Delivered = Callable[[int, int], None]  # (partition, offset) of a record the broker acknowledged
 
 _INIT_RETRY_MAX_S = 10.0
+_BY_KEY = -1  # RD_KAFKA_PARTITION_UA: the partitioner picks the partition from the key
 # Errors that mean "this record can never be written" (not "the broker is down").
 _RECORD_TOO_LARGE = frozenset(
     {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
@@ -86,6 +90,8 @@ class Session(Protocol):
         key: bytes | None,
         headers: Headers,
         on_too_large: Callable[[], None] | None = None,
+        on_delivered: Delivered | None = None,
+        partition: int | None = None,
     ) -> None: ...
     def flush(self) -> None: ...
     def send_offsets(self, offsets: Offsets) -> None: ...
@@ -106,6 +112,7 @@ class TxnSession:
         *,
         stop: threading.Event,
         on_revoke: RevokeListener,
+        on_assign: AssignListener = lambda _partitions: None,
         heartbeat: Callable[[], None] = lambda: None,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
@@ -114,6 +121,7 @@ class TxnSession:
         self._settings = settings
         self._stop = stop
         self._on_revoke = on_revoke
+        self._on_assign = on_assign
         self._heartbeat = heartbeat
         self._producer_factory = producer_factory
         self._consumer_factory = consumer_factory
@@ -175,17 +183,29 @@ class TxnSession:
         key: bytes | None,
         headers: Headers,
         on_too_large: Callable[[], None] | None = None,
+        on_delivered: Delivered | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue one record; ``on_too_large()`` runs if the broker refuses it as too large.
+        """Queue one record; ``on_too_large()`` runs if the broker refuses it as too large,
+        ``on_delivered(partition, offset)`` when the broker acknowledged it (both from inside
+        ``flush``/``commit``, on the thread that calls them). ``partition``: that partition,
+        not the key's.
 
         Raises :class:`RecordTooLarge` when the producer itself refuses it (nothing sent).
         """
         producer = self._producer
         assert producer is not None
-        on_delivery = functools.partial(_delivered, on_too_large) if on_too_large else None
+        on_delivery = (
+            functools.partial(_delivered, on_too_large, on_delivered)
+            if on_too_large or on_delivered
+            else None
+        )
+        where = _BY_KEY if partition is None else partition
         while True:
             try:
-                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery, partition=where
+                )
                 return
             except BufferError:
                 producer.poll(0.05)  # local queue full: serve delivery reports, then retry
@@ -195,8 +215,20 @@ class TxnSession:
                 raise _failure(exc) from exc
 
     def flush(self) -> None:
-        """Wait until every queued record is delivered (or failed): a record batch boundary."""
-        self._producer.flush(self._timeout_s)  # type: ignore[union-attr]
+        """Wait until every queued record is delivered (or failed): a record batch boundary.
+
+        A fatal error (fenced) comes out as a ``SessionError``. confluent-kafka raises it from
+        ``flush`` with the error still set while it serves the next delivery report, so it
+        may arrive as a ``SystemError`` whose cause is the ``KafkaException``.
+        """
+        try:
+            self._producer.flush(self._timeout_s)  # type: ignore[union-attr]
+        except KafkaException as exc:
+            raise _failure(exc) from exc
+        except SystemError as exc:
+            if isinstance(exc.__cause__, KafkaException):
+                raise _failure(exc.__cause__) from exc
+            raise
 
     def send_offsets(self, offsets: Offsets) -> None:
         """Commit ``offsets`` in the transaction, with the consumer's group metadata (KIP-447)."""
@@ -351,12 +383,15 @@ class TxnSession:
     # ------------------------------------------------------------------ rebalance callbacks
     # Called from inside poll()/consume(), i.e. on the loop's thread.
     def _assigned_cb(self, _consumer: Consumer | None, partitions: list[TopicPartition]) -> None:
-        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        new = frozenset((tp.topic, tp.partition) for tp in partitions)
+        self._assigned.update(new)
         log.info(
             "assigned partitions %s; owning %s",
             sorted(tp.partition for tp in partitions),
             sorted(p for _t, p in self._assigned),
         )
+        if new:
+            self._on_assign(new)
 
     def _revoked_cb(self, why: str, _consumer: Consumer | None, partitions: list[TopicPartition]) -> None:
         gone = frozenset((tp.topic, tp.partition) for tp in partitions)
@@ -365,6 +400,14 @@ class TxnSession:
         self._on_revoke(gone, why)
 
 
-def _delivered(on_too_large: Callable[[], None], err: KafkaError | None, _msg: Message) -> None:
-    if err is not None and err.code() in _RECORD_TOO_LARGE:
+def _delivered(
+    on_too_large: Callable[[], None] | None,
+    on_delivered: Delivered | None,
+    err: KafkaError | None,
+    msg: Message,
+) -> None:
+    if err is None:
+        if on_delivered is not None:
+            on_delivered(msg.partition(), msg.offset())  # type: ignore[arg-type]
+    elif on_too_large is not None and err.code() in _RECORD_TOO_LARGE:
         on_too_large()

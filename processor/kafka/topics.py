@@ -1,8 +1,11 @@
 """The gateway's topics: one definition each, created idempotently, checked for drift.
 
-Four topics: ``hl7.raw``, ``hl7.accepted``, ``hl7.deadletter`` and the compacted replay
+Five topics: ``hl7.raw``, ``hl7.accepted``, ``hl7.deadletter``, the compacted replay
 ledger ``<dead-letter topic>.replayed`` (:mod:`processor.deadletter_replay` creates it from
-the same definition if it is missing). Retention is per topic (``HL7_TOPIC_*_RETENTION_MS``;
+the same definition if it is missing) and the processor's dedupe changelog
+(``HL7_TOPIC_DEDUPE``, default ``<raw topic>.dedupe``: compacted, and deleted by age one day
+after the dedupe window; exactly as many partitions as the raw topic, see docs/stream.md
+"Dedupe"). Retention is per topic (``HL7_TOPIC_*_RETENTION_MS``;
 defaults and reasons in docs/operations.md, "Topic settings"). ``max.message.bytes`` follows
 the edge body limit (documents arrive as base64 in OBX-5).
 
@@ -33,6 +36,7 @@ __all__ = [
     "Drift",
     "ledger_topic",
     "ledger_spec",
+    "dedupe_spec",
     "topic_specs",
     "topic_configs",
     "min_insync_replicas",
@@ -43,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LEDGER_PARTITIONS = 1  # a handful of small records; compaction keeps one per dead letter
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,29 @@ def ledger_spec(settings: Settings, *, replication_factor: int | None = None) ->
     return TopicSpec(ledger_topic(settings), _LEDGER_PARTITIONS, factor, config)
 
 
+def dedupe_spec(
+    settings: Settings, *, partitions: int | None = None, replication_factor: int | None = None
+) -> TopicSpec:
+    """The dedupe changelog: one partition per raw partition (same numbers), compacted (the
+    newest entry per key) and deleted by age a day after the window (nothing older is read)."""
+    count = settings.topic_partitions if partitions is None else partitions
+    factor = _factor(settings, replication_factor)
+    window_ms = settings.dedupe_window * 1000
+    config = {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(window_ms + _DAY_MS),
+        "segment.ms": str(min(window_ms, _DAY_MS)),  # old segments become deletable in time
+    }
+    min_isr = min_insync_replicas(settings, factor)
+    if min_isr is not None:
+        config["min.insync.replicas"] = str(min_isr)
+    return TopicSpec(settings.dedupe_topic, count, factor, config)
+
+
 def topic_specs(
     settings: Settings, *, partitions: int | None = None, replication_factor: int | None = None
 ) -> list[TopicSpec]:
-    """Raw, accepted, dead-letter and ledger topic definitions (raises ``ConfigError``)."""
+    """Raw, accepted, dead-letter, ledger and dedupe changelog definitions (raises ``ConfigError``)."""
     count = settings.topic_partitions if partitions is None else partitions
     if count < 1:
         raise ConfigError("HL7_TOPIC_PARTITIONS (--partitions) must be at least 1")
@@ -154,14 +178,19 @@ def topic_specs(
             "HL7_TOPIC_DEADLETTER_RETENTION_MS", settings.topic_deadletter_retention_ms
         ),
     }
-    if len(retention) != 3:
+    if len(retention) != 3 or settings.dedupe_topic in retention:
         raise ConfigError(
-            "HL7_TOPIC_RAW, HL7_TOPIC_ACCEPTED and HL7_TOPIC_DEADLETTER must be three different topics"
+            "HL7_TOPIC_RAW, HL7_TOPIC_ACCEPTED, HL7_TOPIC_DEADLETTER and HL7_TOPIC_DEDUPE must be "
+            "different topics"
         )
     specs = [
         TopicSpec(name, count, factor, _data_config(settings, ms, min_isr)) for name, ms in retention.items()
     ]
-    return [*specs, ledger_spec(settings, replication_factor=factor)]
+    return [
+        *specs,
+        ledger_spec(settings, replication_factor=factor),
+        dedupe_spec(settings, partitions=count, replication_factor=factor),
+    ]
 
 
 def topic_configs(
@@ -191,8 +220,9 @@ def ensure_topics(
     replication_factor: int | None = None,
     timeout: float = 30.0,
 ) -> dict[str, str]:
-    """Create the raw, accepted, dead-letter and ledger topics; existing ones are left alone
-    (``check_topics`` reports how they differ).
+    """Create the raw, accepted, dead-letter, ledger and dedupe changelog topics; existing ones
+    are left alone (``check_topics`` reports how they differ). A missing changelog gets as many
+    partitions as an existing raw topic has.
 
     Returns ``{topic: "created" | "exists"}``.
     """
@@ -206,6 +236,14 @@ def ensure_topics(
             settings.topic_raw,
         )
     admin = AdminClient(admin_config(settings))
+    raw_count = _partition_count(admin, settings.topic_raw, timeout)
+    if raw_count is not None:  # the changelog follows the raw topic as it is, not as configured
+        specs = [
+            dedupe_spec(settings, partitions=raw_count, replication_factor=spec.replication_factor)
+            if spec.name == settings.dedupe_topic
+            else spec
+            for spec in specs
+        ]
     result: dict[str, str] = {}
     futures = admin.create_topics([spec.new_topic() for spec in specs], request_timeout=timeout)
     for name, future in futures.items():
@@ -221,6 +259,17 @@ def ensure_topics(
             raise _unavailable(settings, TimeoutError(), timeout) from None
         log.info("topic %s: %s", name, result[name])
     return result
+
+
+def _partition_count(admin: AdminClient, topic: str, timeout: float) -> int | None:
+    """Partitions of an existing ``topic``; ``None`` when it does not exist (or cannot be seen)."""
+    try:  # all topics: a metadata request naming a missing topic may auto-create it
+        meta = admin.list_topics(timeout=timeout).topics.get(topic)
+    except KafkaException:
+        return None
+    if meta is None or meta.error is not None:
+        return None
+    return len(meta.partitions)
 
 
 def _same(item: str, actual: str | None, expected: str) -> bool:
@@ -241,10 +290,10 @@ def check_topics(
     """How the existing topics differ from their definitions; creates and alters nothing.
 
     Reported: a missing topic, fewer partitions than configured (more are fine: partitions
-    cannot be removed), a different replication factor (unless ``-1``), and every topic
-    config the definition sets (``retention.ms``, ``min.insync.replicas``,
-    ``max.message.bytes``, ``cleanup.policy``, ``compression.type``) whose effective value
-    differs.
+    cannot be removed), a dedupe changelog whose partition count is not the raw topic's, a
+    different replication factor (unless ``-1``), and every topic config the definition sets
+    (``retention.ms``, ``min.insync.replicas``, ``max.message.bytes``, ``cleanup.policy``,
+    ``compression.type``, ``segment.ms``) whose effective value differs.
     """
     specs = topic_specs(settings, partitions=partitions, replication_factor=replication_factor)
     admin = AdminClient(admin_config(settings))
@@ -269,6 +318,25 @@ def check_topics(
             if factors != [spec.replication_factor]:
                 actual = "/".join(str(f) for f in factors) or "?"
                 drift.append(Drift(spec.name, "replication factor", actual, str(spec.replication_factor)))
+    raw_meta, dedupe_meta = (
+        metadata.topics.get(settings.topic_raw),
+        metadata.topics.get(settings.dedupe_topic),
+    )
+    if (
+        raw_meta is not None
+        and dedupe_meta is not None
+        and raw_meta.error is None
+        and dedupe_meta.error is None
+    ):
+        if len(dedupe_meta.partitions) != len(raw_meta.partitions):
+            drift.append(
+                Drift(
+                    settings.dedupe_topic,
+                    "partitions",
+                    str(len(dedupe_meta.partitions)),
+                    f"{len(raw_meta.partitions)} (as many as {settings.topic_raw})",
+                )
+            )
     if not present:
         return drift
     resources = [ConfigResource(ResourceType.TOPIC, spec.name) for spec in present]

@@ -2,7 +2,9 @@
 
 ``routing`` is the pure core (one raw record -> one encoded output record);
 ``records`` turns a consumed message into the core's input; ``oversize`` decides what
-to do with an output Kafka refuses as too large; ``processor`` is the loop;
+to do with an output Kafka refuses as too large; ``dedupe`` (the store), ``dedupe_codec``
+(its changelog records) and ``dedupe_step`` (the loop's side) are decision row 12, a resend
+of an accepted message; ``processor`` is the loop;
 :mod:`processor.kafka.session` the Kafka session (consumer + transactional producer);
 ``txn_errors`` classifies Kafka failures; ``lag`` feeds the lag gauge;
 ``metrics_server`` serves ``/metrics``, ``/livez`` and ``/readyz``.

@@ -13,6 +13,12 @@ committed with no ``poll``/``consume`` in between. A revocation can therefore on
 while no transaction is open, and the callback simply drops the buffered records of the
 revoked partitions; their new owner re-reads them from the committed offsets.
 
+Decision row 12 (a resend of an accepted message is a ``DUPLICATE``) needs state: it lives
+in :mod:`processor.stream.dedupe_step`, which the loop calls after routing (check), while
+producing (delivery reports), before ``send_offsets`` (the changelog records, same
+transaction), after the outcome (commit or forget pending entries) and in the rebalance
+callbacks (restore on assignment, forget on revocation).
+
 Failures (docs/stream.md, "Failure handling"): record content never aborts a transaction
 (it becomes a dead letter); an abortable error aborts and rewinds; an ambiguous one
 replaces the producer (same ``transactional.id``, which fences the old one) and rewinds;
@@ -35,9 +41,11 @@ from confluent_kafka import Message, Producer
 from processor.config import Settings
 from processor.errors import ConfigError, RecordTooLarge, SessionError, SessionStopped, StreamFatalError
 from processor.health import Readiness
+from processor.kafka.changelog import ChangelogReader
 from processor.kafka.session import Offsets, Partition, Session, TxnSession
 from processor.metrics import PROCESSOR_END_TO_END, PROCESSOR_RECORDS, PROCESSOR_TRANSACTIONS
 from processor.registry.model import Registry
+from processor.stream.dedupe_step import ChangelogSource, DedupeStep, NoDedupe
 from processor.stream.oversize import OversizePolicy
 from processor.stream.records import bare_raw_record, coords, end_offsets, kafka_headers, raw_record
 from processor.stream.routing import (
@@ -99,6 +107,7 @@ class StreamProcessor:
         lag_interval_s: float = 5.0,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         session_factory: SessionFactory = TxnSession,
+        changelog_factory: Callable[[Settings], ChangelogSource] = ChangelogReader,
     ) -> None:
         self._settings = settings
         self._registry = _registry_getter(registry_source)
@@ -109,6 +118,12 @@ class StreamProcessor:
         self._failed = False
         self._buffer: list[Message] = []  # the batch being collected (rebalance callbacks prune it)
         self._oversize = OversizePolicy()
+        self._dedupe = (
+            DedupeStep(settings, self._topics, changelog_factory(settings))
+            if settings.dedupe_enabled
+            else NoDedupe()
+        )
+        self._txn_seq = 0  # numbers the transactions: the dedupe's pending entries belong to one
         # Runs commit_transaction while the loop routes the next transaction's records; the
         # loop touches neither the producer nor the consumer until that commit returned.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn-commit")
@@ -118,6 +133,7 @@ class StreamProcessor:
             settings,
             stop=self._stop,
             on_revoke=self._on_revoke,
+            on_assign=self._on_assign,
             heartbeat=self._heartbeat,
             producer_factory=producer_factory,
             lag_interval_s=lag_interval_s,
@@ -142,6 +158,7 @@ class StreamProcessor:
         )
         session = self._session
         try:
+            self._dedupe.start()  # ConfigError unless the changelog topic is there
             if not session.start():
                 raise SessionStopped()
             self._running = True
@@ -162,6 +179,7 @@ class StreamProcessor:
             self._buffer = []
             self._committer.shutdown(wait=True)
             session.close(flush=not self._failed)  # a fenced producer has nothing to flush
+            self._dedupe.close()
             log.info("stream processor stopped")
 
     def stop(self) -> None:
@@ -219,7 +237,8 @@ class StreamProcessor:
         txns = [batch[i : i + size] for i in range(0, len(batch), size)]
         registry = self._registry()
         now_us = time.time_ns() // 1000  # one clock reading per collected batch
-        routed = self._route_all(txns[0], registry, now_us)
+        self._txn_seq += 1
+        routed = self._route_all(txns[0], registry, now_us, self._txn_seq)
         for txn, following in zip(txns, [*txns[1:], []], strict=True):
             routed_next = self._transact(txn, routed, following, registry, now_us)
             if routed_next is None:
@@ -237,20 +256,22 @@ class StreamProcessor:
         """One transaction: produce ``routed``, send offsets, commit; while the commit is in
         flight, route ``following``. Returns that routing, or ``None`` after a failure: the
         consumer was then rewound to the committed offsets, so ``following`` is read again."""
-        session = self._session
+        session, token = self._session, self._txn_seq
         ends = end_offsets(batch)
         routed_next: list[Routed] = []
         try:
             session.begin()
             for i, msg in enumerate(batch):
                 routed[i] = self._produce(msg, routed[i], registry, now)  # what was written
+            self._dedupe.write_changelog(session, token)  # row-12 state, in the same transaction
             session.send_offsets(ends)
             if not following:
                 session.commit()
             else:  # librdkafka waits for the commit without the GIL: route meanwhile
+                self._txn_seq += 1
                 commit = self._committer.submit(session.commit)
                 try:
-                    routed_next = self._route_all(following, registry, now)
+                    routed_next = self._route_all(following, registry, now, self._txn_seq)
                 finally:
                     commit.result()  # the commit's SessionError, if any, is raised here
         except SessionError as failure:
@@ -258,14 +279,16 @@ class StreamProcessor:
             PROCESSOR_TRANSACTIONS.labels(result="committed" if landed else "aborted").inc()
             if landed:
                 log.info("the ambiguous commit did land (committed offsets match the batch)")
-                self._committed(batch, routed)
+                self._committed(batch, routed, token)
+            self._dedupe.aborted()  # what was routed ahead is read again after the rewind
             return None
         PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
-        self._committed(batch, routed)
+        self._committed(batch, routed, token)
         return routed_next
 
-    def _committed(self, batch: list[Message], routed: list[Routed]) -> None:
+    def _committed(self, batch: list[Message], routed: list[Routed], token: int) -> None:
         self._oversize.written(coords(msg) for msg in batch)
+        self._dedupe.committed(token, (p for _t, p in end_offsets(batch)))
         self._count(routed)
 
     def _recover(self, failure: SessionError, ends: Offsets) -> bool:
@@ -301,13 +324,19 @@ class StreamProcessor:
         raise failure  # run() logs it and raises StreamFatalError
 
     # ------------------------------------------------------------------ one record
-    def _route_all(self, batch: list[Message], registry: Registry, now_us: int) -> list[Routed]:
-        return [self._route(msg, registry, now_us) for msg in batch]
+    def _route_all(self, batch: list[Message], registry: Registry, now_us: int, token: int) -> list[Routed]:
+        """Route each record, then row 12 (a resend of an accepted message is a DUPLICATE;
+        otherwise an accepted one is remembered as pending in transaction ``token``)."""
+        assert self._encode is not None
+        check, encode = self._dedupe.check, self._encode
+        return [
+            check(msg, self._route(msg, registry, now_us), registry, now_us, encode, token) for msg in batch
+        ]
 
     def _route(self, msg: Message, registry: Registry, now_us: int) -> Routed:
-        """Exactly one output for ``msg``. The loop's one catch-all: whatever goes wrong here
-        becomes a ``PROCESSING_ERROR`` dead letter, so no record can stop its partition."""
-        encode, topics = self._encode, self._topics
+        """Exactly one output for ``msg`` (rows 1-11). The loop's one catch-all: whatever goes
+        wrong here becomes a ``PROCESSING_ERROR`` dead letter, so no record can stop its partition."""
+        encode, topics, dedupe = self._encode, self._topics, self._settings.dedupe_enabled
         assert encode is not None
         headers = kafka_headers(msg)  # once per message (see processor.stream.records)
         raw = None
@@ -321,7 +350,15 @@ class StreamProcessor:
                 return oversize_dead_letter(
                     raw, registry, now_us=now_us, topics=topics, encode=encode, kafka_headers=headers
                 )
-            return route(raw, registry, now_us=now_us, topics=topics, encode=encode, kafka_headers=headers)
+            return route(
+                raw,
+                registry,
+                now_us=now_us,
+                topics=topics,
+                encode=encode,
+                kafka_headers=headers,
+                dedupe=dedupe,
+            )
         except Exception as exc:  # noqa: BLE001 - route() never raises by contract; belt and braces
             log.error(
                 "routing %s[%d]@%d failed (%s); dead-lettered as PROCESSING_ERROR",
@@ -337,6 +374,8 @@ class StreamProcessor:
     def _produce(self, msg: Message, out: Routed, registry: Registry, now_us: int) -> Routed:
         """Write ``out``; one the producer refuses as too large becomes its slim dead letter."""
         session, policy, source = self._session, self._oversize, coords(msg)
+        assert self._encode is not None
+        out = self._dedupe.resolve(msg, out, registry, now_us, self._encode, session.flush)
         alone = policy.alone(source)
         if alone:  # in a record batch of its own: whatever fails now is this record's fault
             session.flush()
@@ -348,6 +387,7 @@ class StreamProcessor:
                     out.key,
                     out.headers,
                     on_too_large=functools.partial(policy.refused, source, alone),
+                    on_delivered=self._dedupe.on_delivered(msg),  # the accepted offset, for row 12
                 )
                 if alone:
                     session.flush()
@@ -357,7 +397,7 @@ class StreamProcessor:
                     raise  # even the slim dead letter is refused: a broker problem, not the record's
                 policy.refused(source, alone=True)
                 log.warning("output for %s[%d]@%d too large; dead-lettering without payload", *source)
-                assert self._encode is not None
+                self._dedupe.not_accepted(msg)
                 out = oversize_dead_letter(  # the headers as routed: msg.headers() only once
                     raw_record(msg, out.headers),
                     registry,
@@ -386,6 +426,7 @@ class StreamProcessor:
         before = len(self._buffer)
         self._buffer[:] = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
         self._oversize.forget(gone)
+        self._dedupe.forget(p for _t, p in gone)
         log.info(
             "%s partitions %s (dropped %d uncommitted buffered records); owning %s",
             why,
@@ -393,6 +434,11 @@ class StreamProcessor:
             before - len(self._buffer),
             sorted(p for _t, p in self._session.assignment),
         )
+
+    def _on_assign(self, new: frozenset[Partition]) -> None:
+        """Partitions assigned (inside poll/consume, never in a transaction): restore their
+        dedupe state before any of their records is routed (a failure is fatal)."""
+        self._dedupe.restore(p for _t, p in new)
 
     def _heartbeat(self) -> None:
         self._beat = time.monotonic()

@@ -35,6 +35,7 @@ from processor.raw import (
 )
 from processor.reasons import Reason
 from processor.registry.model import Registry
+from processor.stream.dedupe import UNKNOWN_OFFSET, Identity, Original, identity
 
 __all__ = [
     "Outcome",
@@ -51,6 +52,8 @@ __all__ = [
     "oversize_dead_letter",
     "unreadable_headers_dead_letter",
     "unroutable_dead_letter",
+    "duplicate_dead_letter",
+    "duplicate_detail",
     "principal_label",
     "route",
 ]
@@ -90,6 +93,8 @@ class Routed:
     detail: str
     principal: str  # metric label: a registry id, or "unknown" (bounded)
     received_at_us: int | None
+    identity: Identity | None = None  # accepted, with dedupe on: what row 12 compares
+    header: MshHeader | None = None  # accepted, with dedupe on: for a DUPLICATE dead letter
 
 
 def metadata_problem(raw: RawRecord) -> str | None:
@@ -208,12 +213,15 @@ def route(
     topics: Topics,
     encode: Encoder,
     kafka_headers: KafkaHeaders | None = None,
+    dedupe: bool = False,
 ) -> Routed:
     """Exactly one output record for ``raw`` (never raises for record content).
 
     ``now_us`` fills ``processed_at`` / ``dead_lettered_at``; ``encode(topic, dict)``
     is the Avro codec; ``kafka_headers`` are the raw record's headers exactly as read
-    (carried over byte for byte; rebuilt from ``raw.headers`` when omitted).
+    (carried over byte for byte; rebuilt from ``raw.headers`` when omitted). With
+    ``dedupe`` an accepted output carries its row-12 :class:`Identity` (row 12 itself
+    needs state: the loop checks it, :func:`duplicate_dead_letter` builds its output).
     """
     headers = _headers_out(raw, kafka_headers)
     common: dict[str, Any] = {
@@ -271,6 +279,17 @@ def route(
             header=decision.header,
             **common,
         )
+    ident = None
+    if dedupe:
+        assert received_at_us is not None  # row 1
+        ident = identity(
+            principal_id,
+            decision.header.sending_facility_raw,
+            decision.header.message_control_id,
+            raw.value,
+            received_at_us=received_at_us,
+            ingest_id=raw.headers[HEADER_INGEST_ID],
+        )
     return Routed(
         "accepted",
         topics.accepted,
@@ -281,6 +300,45 @@ def route(
         "",
         principal_label(registry, principal_id),
         received_at_us,
+        ident,
+        decision.header if dedupe else None,
+    )
+
+
+def duplicate_detail(original: Original, accepted_topic: str) -> str:
+    """Row 12's detail: where the original is (ids and coordinates only, no message content)."""
+    if original.accepted_offset == UNKNOWN_OFFSET:
+        where = f"{accepted_topic} (partition and offset unknown)"
+    else:
+        where = f"{accepted_topic} partition {original.accepted_partition} offset {original.accepted_offset}"
+    return (
+        f"resend of a message accepted within the dedupe window: original ingest_id {original.ingest_id}, "
+        f"{where}; same principal, MSH-4, MSH-10 and payload SHA-256"
+    )
+
+
+def duplicate_dead_letter(
+    raw: RawRecord,
+    registry: Registry,
+    *,
+    original: Original,
+    header: MshHeader | None,
+    now_us: int,
+    topics: Topics,
+    encode: Encoder,
+    kafka_headers: KafkaHeaders | None = None,
+) -> Routed:
+    """Decision row 12: the ``DUPLICATE`` dead letter for a resend of ``original``."""
+    return _dead_letter(
+        raw,
+        registry,
+        reason=Reason.DUPLICATE,
+        detail=duplicate_detail(original, topics.accepted),
+        header=header,
+        now_us=now_us,
+        topics=topics,
+        encode=encode,
+        headers=_headers_out(raw, kafka_headers),
     )
 
 

@@ -246,25 +246,28 @@ def test_the_gateway_itself_runs_on_these_acls_with_renamed_topics(
         assert publisher.close() == 0
 
     # processor: reads them in its group, commits one accepted + one dead letter
-    _as(monkeypatch, broker, "hl7-processor", **names)
-    processor = StreamProcessor(settings(), lambda: parse_registry(registry_text().encode()), lag_interval_s=0.5)
-    errors: list[BaseException] = []
+    def process(expected: int, registry: str) -> None:
+        _as(monkeypatch, broker, "hl7-processor", **names)
+        processor = StreamProcessor(settings(), lambda: parse_registry(registry.encode()), lag_interval_s=0.5)
+        errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            processor.run()
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
+        def run() -> None:
+            try:
+                processor.run()
+            except BaseException as exc:  # noqa: BLE001 - surfaced below
+                errors.append(exc)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 40
-    while processor.committed_records < 2 and time.monotonic() < deadline and not errors:
-        time.sleep(0.2)
-    processor.stop()
-    thread.join(30)
-    assert not errors, errors
-    assert processor.committed_records == 2
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 40
+        while processor.committed_records < expected and time.monotonic() < deadline and not errors:
+            time.sleep(0.2)
+        processor.stop()
+        thread.join(30)
+        assert not errors, errors
+        assert processor.committed_records == expected
+
+    process(2, registry_text())
 
     # replay: the grant is fixed now; the dead letter goes back to partner.raw, once
     _as(monkeypatch, broker, "hl7-replay", **names)
@@ -274,6 +277,22 @@ def test_the_gateway_itself_runs_on_these_acls_with_renamed_topics(
     assert [c.reason for c in scan.chosen] == ["PARTNER_NOT_AUTHORISED"]
     assert replayer.publish(scan.chosen) == 1
     assert replayer.scan(ReplayCriteria(), fixed).already_replayed == 1
+
+    # a resend of the accepted message (a DUPLICATE) and the replayed record (accepted now):
+    # the processor restores its dedupe state from the changelog first, on the same ACLs
+    _as(monkeypatch, broker, "hl7-edge", **names)
+    publisher = KafkaPublisher(settings())
+    publisher.start()
+    try:
+        asyncio.run(publisher.publish("partner.raw", b"k1", hl7_message(control_id=b"OK1"), raw_headers()))
+    finally:
+        assert publisher.close() == 0
+    from prometheus_client import REGISTRY as METRICS
+
+    duplicate = {"outcome": "deadletter", "reason": "DUPLICATE", "principal": "mailco"}
+    before = METRICS.get_sample_value("hl7_processor_records_total", duplicate) or 0.0
+    process(2, registry_text(extra_grants=", trust-2"))
+    assert (METRICS.get_sample_value("hl7_processor_records_total", duplicate) or 0.0) - before == 1
 
     refused = broker.denials()[refused_before:]
     assert refused == [], "\n".join(refused)

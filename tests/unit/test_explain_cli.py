@@ -25,6 +25,7 @@ KEYS = [
     "data_controller_id",
     "message_control_id",
     "registry_version",
+    "dedupe",  # row 12 needs the processor's state: always "not checked"
 ]
 
 
@@ -96,6 +97,7 @@ def test_explain_gives_spec_answer(
         "data_controller_id": controller,
         "message_control_id": control_id,
         "registry_version": VERSION,
+        "dedupe": "not checked",
     }
 
 
@@ -175,6 +177,7 @@ def test_python_dash_m_processor_explain(tmp_path: Path) -> None:
         "data_controller_id": "gp-2",
         "message_control_id": "SUB1",
         "registry_version": VERSION,
+        "dedupe": "not checked",
     }
 
 

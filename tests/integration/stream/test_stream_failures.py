@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from processor.avro.codec import AvroCodec
 from processor.config import Settings
-from processor.kafka.topics import topic_configs
+from processor.kafka.topics import dedupe_spec, topic_configs
 from processor.registry.loader import parse_registry
 from processor.stream import StreamFatalError, StreamProcessor
 from tests.builders import hl7_message, registry_text
@@ -82,6 +82,7 @@ def test_record_too_large_for_output_topic_aborts_then_dead_letters(
         NewTopic(settings.topic_raw, 2, -1, config=topic_configs(settings)),
         NewTopic(settings.topic_accepted, 2, -1, config=small),
         NewTopic(settings.topic_deadletter, 2, -1, config=small),
+        dedupe_spec(settings, partitions=2).new_topic(),
     ])
     for f in futures.values():
         f.result(30)
@@ -136,8 +137,9 @@ def test_output_over_the_producer_limit_is_counted_as_the_dead_letter_written(
     )
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     roomy = dict(topic_configs(settings), **{"max.message.bytes": str(4 * 1024 * 1024)})
-    for f in admin.create_topics([NewTopic(t, 1, -1, config=roomy) for t in (
-        settings.topic_raw, settings.topic_accepted, settings.topic_deadletter)]).values():
+    for f in admin.create_topics([*(NewTopic(t, 1, -1, config=roomy) for t in (
+        settings.topic_raw, settings.topic_accepted, settings.topic_deadletter)),
+                                  dedupe_spec(settings, partitions=1).new_topic()]).values():
         f.result(30)
     big = hl7_message(control_id=b"HUGE") + b"OBX|1|ED|DOC||" + base64.b64encode(os.urandom(1_200_000)) + b"\r"
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 4 * 1024 * 1024})

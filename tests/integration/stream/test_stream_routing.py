@@ -105,6 +105,7 @@ def cases() -> list[tuple[str | None, RawIn]]:
         ("CUSTOMER_ALIAS_MISMATCH", rec(principal="cust-login", ptype="customer")),
         ("DELEGATION_NOT_AUTHORISED", rec(b"trustalias{otheralias}")),
         ("PROCESSING_ERROR", rec(control=BOOM)),
+        ("DUPLICATE", rec()),  # row 12: the first record again (same key: same partition, after it)
     ]
 
 
@@ -178,8 +179,8 @@ def test_every_reason_code_through_the_processor(running) -> None:
         assert rec["source_topic"] == settings.topic_raw
         assert rec["registry_version"] == watcher.current.version
         coords.add((rec["source_partition"], rec["source_offset"]))
-    # every SPEC 3 reason code (tests/contract.py) but row 12's, which needs a resend
-    assert seen_reasons == contract.reasons_of_rows(1, 11) | {contract.UNEXPECTED_ERROR_REASON}
+    # every SPEC 3 reason code (tests/contract.py)
+    assert seen_reasons == contract.reasons_of_rows(1, 12) | {contract.UNEXPECTED_ERROR_REASON}
     # One output per input: the source coordinates are distinct and cover the raw topic.
     assert len(coords) == len(expected)
     assert coords == raw_coordinates(settings)

@@ -27,7 +27,6 @@ from tests import contract
 SPEC_FIELDS = {name: list(contract.AVRO_FIELDS[name]) for name in (ACCEPTED_MESSAGE, DEAD_LETTER)}
 NULLABLE = {name: set(contract.AVRO_NULLABLE[name]) for name in (ACCEPTED_MESSAGE, DEAD_LETTER)}
 TIMESTAMPS = {name: set(contract.AVRO_TIMESTAMP_MICROS[name]) for name in (ACCEPTED_MESSAGE, DEAD_LETTER)}
-ROW_12 = "row 12 not built: the dead-letter reason enum has no DUPLICATE yet"
 
 
 def _raw(name: str) -> dict[str, Any]:
@@ -107,7 +106,7 @@ def test_dead_letter_reason_enum_is_the_reason_codes_with_a_safe_default() -> No
     assert reason["type"] == "enum"
     symbols = reason["symbols"]
     assert len(symbols) == len(set(symbols))
-    # Only SPEC 3 codes, and all of them but row 12's (see the xfail below).
+    # Only SPEC 3 codes (all of them: see the next test).
     assert set(symbols) <= set(contract.REASON_CODES)
     assert set(contract.REASON_CODES) - contract.reasons_of_rows(12, 12) <= set(symbols)
     assert reason["default"] == contract.UNEXPECTED_ERROR_REASON
@@ -115,7 +114,6 @@ def test_dead_letter_reason_enum_is_the_reason_codes_with_a_safe_default() -> No
     assert fields["payload"]["type"] == "bytes"
 
 
-@pytest.mark.xfail(strict=True, reason=ROW_12)
 def test_dead_letter_reason_enum_holds_every_contract_reason() -> None:
     """SPEC 5: ``reason`` (enum of the reason codes in section 3), DUPLICATE included."""
     assert set(_fields(DEAD_LETTER)["reason"]["type"]["symbols"]) == set(contract.REASON_CODES)

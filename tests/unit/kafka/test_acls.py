@@ -59,6 +59,7 @@ def test_exact_bindings_per_role_with_default_names() -> None:
         (G, "hl7-processor", LIT, R),
         (T, "hl7.accepted", LIT, W), (T, "hl7.accepted", LIT, D),
         (T, "hl7.deadletter", LIT, W), (T, "hl7.deadletter", LIT, D),
+        (T, "hl7.raw.dedupe", LIT, R), (T, "hl7.raw.dedupe", LIT, W), (T, "hl7.raw.dedupe", LIT, D),
         (X, "hl7-processor-", PRE, W), (X, "hl7-processor-", PRE, D),
     }
     assert _set(roles["replay"]) == {
@@ -69,7 +70,7 @@ def test_exact_bindings_per_role_with_default_names() -> None:
         (X, "hl7-processor-deadletter-replay", LIT, W), (X, "hl7-processor-deadletter-replay", LIT, D),
         (G, "hl7-reader-", PRE, D),
     }
-    topics = ("hl7.raw", "hl7.accepted", "hl7.deadletter", "hl7.deadletter.replayed")
+    topics = ("hl7.raw", "hl7.accepted", "hl7.deadletter", "hl7.deadletter.replayed", "hl7.raw.dedupe")
     assert _set(roles["admin"]) == {
         (T, name, LIT, op) for name in topics for op in (CR, D, AC, DC)
     } | {(C, "kafka-cluster", LIT, AL), (C, "kafka-cluster", LIT, D)}
@@ -200,7 +201,7 @@ def test_reader_group_prefix_is_the_one_read_to_end_uses(monkeypatch: pytest.Mon
 # ------------------------------------------------------------ rendering
 def test_kafka_acls_lines_one_per_principal_and_resource() -> None:
     lines = kafka_acls_commands(role_bindings(_settings()))
-    assert len(lines) == 16
+    assert len(lines) == 18  # +2: the dedupe changelog (processor, admin)
     assert lines[0] == (
         "kafka-acls.sh --bootstrap-server $BOOTSTRAP --command-config admin.properties --add "
         "--allow-principal User:hl7-edge --allow-host '*' --operation Write --operation Describe "
@@ -237,7 +238,7 @@ def test_command_prints_kafka_acls_lines(
     _clean_env(monkeypatch, tmp_path)
     assert main(["acls", "--format", "kafka-acls"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("kafka-acls.sh")]
-    assert len(lines) == 16
+    assert len(lines) == 18
 
 
 @pytest.mark.parametrize("argv, expected", [

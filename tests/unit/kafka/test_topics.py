@@ -27,7 +27,7 @@ def _settings(**overrides: object) -> Settings:
 def test_each_topic_gets_its_own_retention_and_the_ledger_is_compacted() -> None:
     settings = _settings()
     specs = {spec.name: spec for spec in topic_specs(settings)}
-    assert list(specs) == ["hl7.raw", "hl7.accepted", "hl7.deadletter", "hl7.deadletter.replayed"]
+    assert list(specs) == ["hl7.raw", "hl7.accepted", "hl7.deadletter", "hl7.deadletter.replayed", "hl7.raw.dedupe"]
     assert specs["hl7.raw"].config["retention.ms"] == str(90 * DAY_MS)
     assert specs["hl7.accepted"].config["retention.ms"] == str(30 * DAY_MS)
     assert specs["hl7.deadletter"].config["retention.ms"] == str(90 * DAY_MS)
@@ -38,6 +38,20 @@ def test_each_topic_gets_its_own_retention_and_the_ledger_is_compacted() -> None
     ledger = specs["hl7.deadletter.replayed"]
     assert dict(ledger.config) == {"cleanup.policy": "compact"}
     assert ledger.partitions == 1 and ledger.replication_factor == -1
+    dedupe = specs["hl7.raw.dedupe"]
+    assert dict(dedupe.config) == {
+        "cleanup.policy": "compact,delete", "retention.ms": str(8 * DAY_MS), "segment.ms": str(DAY_MS),
+    }
+    assert dedupe.partitions == 6
+
+
+def test_dedupe_changelog_follows_the_raw_partitions_and_the_window() -> None:
+    settings = _settings(topic_dedupe="state", dedupe_window="2h", topic_replication_factor=3)
+    spec = {s.name: s for s in topic_specs(settings, partitions=12)}["state"]
+    assert spec.partitions == 12 and spec.replication_factor == 3
+    assert spec.config["retention.ms"] == str(2 * 3600 * 1000 + DAY_MS)
+    assert spec.config["segment.ms"] == str(2 * 3600 * 1000)
+    assert spec.config["min.insync.replicas"] == "2"
 
 
 def test_retention_follows_the_settings() -> None:
@@ -67,6 +81,7 @@ def test_command_line_factor_overrides_the_setting() -> None:
     specs = topic_specs(settings, partitions=12, replication_factor=3)
     assert {(s.partitions, s.replication_factor, s.config["min.insync.replicas"]) for s in specs[:3]} == {(12, 3, "2")}
     assert (specs[3].partitions, specs[3].replication_factor, specs[3].config["min.insync.replicas"]) == (1, 3, "2")
+    assert (specs[4].partitions, specs[4].replication_factor, specs[4].config["min.insync.replicas"]) == (12, 3, "2")
 
 
 def test_ledger_is_the_replays_ledger() -> None:
@@ -88,7 +103,8 @@ def test_ledger_is_the_replays_ledger() -> None:
         ({"topic_raw_retention_ms": 0}, {}, "HL7_TOPIC_RAW_RETENTION_MS"),
         ({}, {"partitions": 0}, "HL7_TOPIC_PARTITIONS"),
         ({}, {"replication_factor": 0}, "HL7_TOPIC_REPLICATION_FACTOR"),
-        ({"topic_accepted": "hl7.raw"}, {}, "three different topics"),
+        ({"topic_accepted": "hl7.raw"}, {}, "different topics"),
+        ({"topic_dedupe": "hl7.accepted"}, {}, "HL7_TOPIC_DEDUPE"),
     ],
 )
 def test_configuration_errors(overrides: dict[str, object], kwargs: dict[str, int], names: str) -> None:

@@ -62,12 +62,15 @@ class Output:
     value: bytes
     key: bytes | None
     headers: list[tuple[str, Any]]
+    partition: int = 0  # as given to produce(partition=...), else 0
+    offset: int = -1  # set when the "broker" took it (flush), counting aborted ones too
 
 
 @dataclass
 class _Queued:
     out: Output
     on_too_large: Callable[[], None] | None
+    on_delivered: Callable[[int, int], None] | None = None
 
 
 LANDED = "landed"  # a scripted commit failure after the commit really happened
@@ -78,6 +81,7 @@ class FakeSession:
     settings: Any
     stop: threading.Event
     on_revoke: Callable[[frozenset[Partition], str], None]
+    on_assign: Callable[[frozenset[Partition]], None] = lambda _partitions: None
     heartbeat: Callable[[], None] = lambda: None
     producer_factory: Any = None
     lag_interval_s: float = 5.0
@@ -106,6 +110,7 @@ class FakeSession:
         self._doomed = False
         self._consumes = 0
         self._polls = 0
+        self._next_offset: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ setup helpers
     def add(self, topic: str, partition: int, values: Sequence[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
@@ -116,6 +121,16 @@ class FakeSession:
     def revoke(self, partitions: set[Partition], why: str = "revoked") -> None:
         self._assigned -= partitions
         self.on_revoke(frozenset(partitions), why)
+
+    def assign(self, partitions: set[Partition]) -> None:
+        """As a rebalance would (inside poll/consume): from the committed offsets."""
+        self._assigned |= partitions
+        for tp in partitions:
+            self._position[tp] = self.committed.get(tp, 0)
+        self.on_assign(frozenset(partitions))
+
+    def topic_outputs(self, topic: str) -> list[Output]:
+        return [o for o in self.outputs if o.topic == topic]
 
     # ------------------------------------------------------------------ Session
     @property
@@ -131,6 +146,7 @@ class FakeSession:
         self.producers_created += 1
         self._assigned = set(self.records)
         self._position = {tp: self.committed.get(tp, 0) for tp in self._assigned}
+        self.on_assign(frozenset(self._assigned))
         return True
 
     def _next(self, n: int) -> list[Message]:
@@ -173,12 +189,14 @@ class FakeSession:
         self._txn, self._txn_offsets, self._doomed = [], {}, False
 
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any,
-                on_too_large: Callable[[], None] | None = None) -> None:
+                on_too_large: Callable[[], None] | None = None,
+                on_delivered: Callable[[int, int], None] | None = None, partition: int | None = None) -> None:
         assert self._txn is not None, "produce outside a transaction"
         self.calls.append("produce")
         if self.producer_limit is not None and len(value) > self.producer_limit:
             raise RecordTooLarge(TxnAction.RECREATE, "MSG_SIZE_TOO_LARGE")
-        self._unflushed.append(_Queued(Output(topic, value, key, list(headers)), on_too_large))
+        out = Output(topic, value, key, list(headers), 0 if partition is None else partition)
+        self._unflushed.append(_Queued(out, on_too_large, on_delivered))
 
     def flush(self) -> None:
         self.calls.append("flush")
@@ -190,6 +208,12 @@ class FakeSession:
                     q.on_too_large()
             return
         if self._txn is not None:
+            for q in batch:
+                where = (q.out.topic, q.out.partition)
+                q.out.offset = self._next_offset.get(where, 0)
+                self._next_offset[where] = q.out.offset + 1
+                if q.on_delivered is not None:
+                    q.on_delivered(q.out.partition, q.out.offset)
             self._txn.extend(q.out for q in batch)
 
     def send_offsets(self, offsets: Offsets) -> None:

@@ -24,7 +24,7 @@ from processor.stream.txn_errors import TxnAction
 from tests.builders import PASSWORD_HASH, hl7_message
 from tests.unit.stream.fake_session import LANDED, FakeSession
 
-RAW, ACCEPTED, DEADLETTER = "t.raw", "t.accepted", "t.deadletter"
+RAW, ACCEPTED, DEADLETTER, DEDUPE = "t.raw", "t.accepted", "t.deadletter", "t.raw.dedupe"
 REGISTRY = parse_registry(f"""
 customers:
   - {{id: trust-1, alias: trustalias}}
@@ -63,22 +63,51 @@ def reason(out_value: bytes) -> str:
     return out_value.split(b"|")[1].decode()
 
 
+class FakeChangelog:
+    """The dedupe changelog as the fake "broker" holds it: committed outputs to its topic."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.restored: list[int] = []
+
+    def check(self) -> None:
+        pass
+
+    def read(self, partition: int):  # type: ignore[no-untyped-def]
+        from processor.stream.dedupe_codec import decode
+
+        self.restored.append(partition)
+        for out in self.harness.fake.topic_outputs(DEDUPE):
+            if out.partition == partition:
+                yield from decode(out.value) or ()
+
+    def close(self) -> None:
+        pass
+
+
 class Harness:
-    """A StreamProcessor wired to a FakeSession with ``per_partition`` records on 2 partitions."""
+    """A StreamProcessor wired to a FakeSession with ``per_partition`` records on 2 partitions.
+
+    ``dedupe``: decision row 12 on, its changelog in the fake session (test_loop_dedupe.py);
+    off for the tests of the transaction protocol itself, whose call sequences it would change.
+    """
 
     def __init__(self, per_partition: int = 25, batch: int = 10, big: set[tuple[int, int]] = frozenset(),
-                 pipeline: int = 2, encoder: Any = encode) -> None:
+                 pipeline: int = 2, encoder: Any = encode, dedupe: bool = False) -> None:
         settings = Settings(
             kafka_bootstrap_servers="fake:9092", topic_raw=RAW, topic_accepted=ACCEPTED,
             topic_deadletter=DEADLETTER, batch_max_records=batch, batch_max_ms=5, pipeline_transactions=pipeline,
+            dedupe_enabled=dedupe, topic_dedupe=DEDUPE,
         )
+        self.changelog = FakeChangelog(self)
         self.session: FakeSession | None = None
 
         def factory(*args: Any, **kwargs: Any) -> FakeSession:
             self.session = FakeSession(*args, **kwargs)
             return self.session
 
-        self.proc = StreamProcessor(settings, REGISTRY, encode=encoder, session_factory=factory)
+        self.proc = StreamProcessor(settings, REGISTRY, encode=encoder, session_factory=factory,
+                                    changelog_factory=lambda _settings: self.changelog)
         assert self.session is not None
         self.fake: FakeSession = self.session
         for p in (0, 1):
