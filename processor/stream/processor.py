@@ -27,7 +27,6 @@ a fatal one (fenced) raises :class:`StreamFatalError`.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -39,7 +38,7 @@ from typing import Any, NoReturn
 from confluent_kafka import Message, Producer
 
 from processor.config import Settings
-from processor.errors import ConfigError, RecordTooLarge, SessionError, SessionStopped, StreamFatalError
+from processor.errors import ConfigError, SessionError, SessionStopped, StreamFatalError
 from processor.health import Readiness
 from processor.kafka.changelog import ChangelogReader
 from processor.kafka.session import Offsets, Partition, Session, TxnSession
@@ -58,6 +57,7 @@ from processor.stream.routing import (
     unroutable_dead_letter,
 )
 from processor.stream.txn_errors import TxnAction
+from processor.stream.writer import OutputWriter
 
 __all__ = ["StreamProcessor", "StreamFatalError", "RegistrySource", "SessionFactory"]
 
@@ -138,6 +138,7 @@ class StreamProcessor:
             producer_factory=producer_factory,
             lag_interval_s=lag_interval_s,
         )
+        self._writer = OutputWriter(self._session, self._oversize, self._dedupe, self._topics)
         self.committed_records = 0  # for embedding/tests; counts outputs committed by this instance
         self.readiness = Readiness()
         self.readiness.add("stream_loop", lambda: self._running and self._session.ready)
@@ -262,7 +263,7 @@ class StreamProcessor:
         try:
             session.begin()
             for i, msg in enumerate(batch):
-                routed[i] = self._produce(msg, routed[i], registry, now)  # what was written
+                routed[i] = self._writer.write(msg, routed[i], registry, now, self._encode)
             self._dedupe.write_changelog(session, token)  # row-12 state, in the same transaction
             session.send_offsets(ends)
             if not following:
@@ -370,42 +371,6 @@ class StreamProcessor:
             return unroutable_dead_letter(
                 raw or bare_raw_record(msg), registry, error=exc, now_us=now_us, topics=topics, encode=encode
             )
-
-    def _produce(self, msg: Message, out: Routed, registry: Registry, now_us: int) -> Routed:
-        """Write ``out``; one the producer refuses as too large becomes its slim dead letter."""
-        session, policy, source = self._session, self._oversize, coords(msg)
-        assert self._encode is not None
-        out = self._dedupe.resolve(msg, out, registry, now_us, self._encode, session.flush)
-        alone = policy.alone(source)
-        if alone:  # in a record batch of its own: whatever fails now is this record's fault
-            session.flush()
-        while True:
-            try:
-                session.produce(
-                    out.topic,
-                    out.value,
-                    out.key,
-                    out.headers,
-                    on_too_large=functools.partial(policy.refused, source, alone),
-                    on_delivered=self._dedupe.on_delivered(msg),  # the accepted offset, for row 12
-                )
-                if alone:
-                    session.flush()
-                return out
-            except RecordTooLarge:
-                if policy.slim(source):
-                    raise  # even the slim dead letter is refused: a broker problem, not the record's
-                policy.refused(source, alone=True)
-                log.warning("output for %s[%d]@%d too large; dead-lettering without payload", *source)
-                self._dedupe.not_accepted(msg)
-                out = oversize_dead_letter(  # the headers as routed: msg.headers() only once
-                    raw_record(msg, out.headers),
-                    registry,
-                    now_us=now_us,
-                    topics=self._topics,
-                    encode=self._encode,
-                    kafka_headers=out.headers,
-                )
 
     def _count(self, routed: list[Routed]) -> None:
         self.committed_records += len(routed)
