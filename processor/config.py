@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     # is a DUPLICATE dead letter. Window: seconds, or a number with s/m/h/d ("7d", "36h").
     dedupe_enabled: bool = True
     dedupe_window: int = Field(default=7 * 86_400, gt=0)  # seconds
-    dedupe_max_entries: int = Field(default=1_000_000, ge=1)  # remembered messages per raw partition
+    dedupe_max_entries: int = Field(default=200_000, ge=1)  # remembered messages per raw partition
     topic_dedupe: str | None = None  # the dedupe changelog; unset = "<HL7_TOPIC_RAW>.dedupe"
 
     # Pass-through (module docstring): librdkafka and schema registry client settings from
