@@ -192,47 +192,20 @@ class DedupeStore:
         part = self._parts.get(partition)
         if part is None:
             return _FRESH
-        key, control, received_at_us, _ingest = ident
-        horizon = received_at_us - self.window_us
-        pending = part.pending.get(key)
-        if pending is not None and pending.identity.received_at_us >= horizon:
-            return Duplicate(pending.entry().original())
-        packed = part.entries.get(key)
-        if packed is not None:
-            received, acc_partition, acc_offset, ingest = _PACKED.unpack(packed)
-            if received >= horizon:
-                return Duplicate(Original(str(UUID(bytes=ingest)), received, acc_partition, acc_offset))
-        seen = part.pending_controls.get(control)
-        if seen is None:
-            seen = part.controls.get(control)
-        return _REUSED if seen is not None and seen >= horizon else _FRESH
+        found = self._lookup(part, ident)
+        if isinstance(found, Duplicate):
+            return found
+        return _REUSED if found else _FRESH
 
     def admit(self, partition: int, ident: Identity, token: int) -> Duplicate | Pending:
         """:meth:`check` and, unless a duplicate, :meth:`pending` in one call (the hot path)."""
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition()
-        key, control, received_at_us, _ingest = ident
-        horizon = received_at_us - self.window_us
-        pending = part.pending.get(key)
-        if pending is not None and pending.identity.received_at_us >= horizon:
-            return Duplicate(pending.entry().original())
-        packed = part.entries.get(key)
-        if packed is not None:
-            received, acc_partition, acc_offset, ingest = _PACKED.unpack(packed)
-            if received >= horizon:
-                return Duplicate(Original(str(UUID(bytes=ingest)), received, acc_partition, acc_offset))
-        seen = part.pending_controls.get(control)
-        if seen is None:
-            seen = part.controls.get(control)
-        entry = Pending(ident, token, seen is not None and seen >= horizon)
-        part.pending[key] = entry
-        part.pending_controls[control] = received_at_us
-        items = self._tokens.get(token)
-        if items is None:
-            items = self._tokens[token] = []
-        items.append((partition, entry))
-        return entry
+        found = self._lookup(part, ident)
+        if isinstance(found, Duplicate):
+            return found
+        return self._remember(partition, part, ident, token, reused=found)
 
     def pending(self, partition: int, ident: Identity, token: int) -> Pending:
         """Remember ``ident`` as accepted in the transaction ``token`` (not yet committed).
@@ -243,7 +216,30 @@ class DedupeStore:
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition()
-        entry = Pending(ident, token)
+        return self._remember(partition, part, ident, token, reused=False)
+
+    def _lookup(self, part: _Partition, ident: Identity) -> Duplicate | bool:
+        """The original ``ident`` repeats within the window, else whether its control id
+        (principal, MSH-4, MSH-10) was accepted within the window with another payload."""
+        key, control, received_at_us, _ingest = ident
+        horizon = received_at_us - self.window_us
+        pending = part.pending.get(key)
+        if pending is not None and pending.identity.received_at_us >= horizon:
+            return Duplicate(pending.entry().original())
+        packed = part.entries.get(key)
+        if packed is not None:
+            received, acc_partition, acc_offset, ingest = _PACKED.unpack(packed)
+            if received >= horizon:
+                return Duplicate(Original(str(UUID(bytes=ingest)), received, acc_partition, acc_offset))
+        seen = part.pending_controls.get(control)
+        if seen is None:
+            seen = part.controls.get(control)
+        return seen is not None and seen >= horizon
+
+    def _remember(
+        self, partition: int, part: _Partition, ident: Identity, token: int, *, reused: bool
+    ) -> Pending:
+        entry = Pending(ident, token, reused)
         part.pending[ident.key] = entry
         part.pending_controls[ident.control] = ident.received_at_us
         items = self._tokens.get(token)
