@@ -262,7 +262,13 @@ class DedupeStore:
         part = self._parts.get(partition)
         if part is not None and part.pending.get(entry.identity.key) is entry:
             del part.pending[entry.identity.key]
-            part.pending_controls.pop(entry.identity.control, None)
+            control = entry.identity.control
+            if part.pending_controls.pop(control, None) is not None:  # rare: rebuild from the rest
+                rest = [
+                    p.identity.received_at_us for p in part.pending.values() if p.identity.control == control
+                ]
+                if rest:
+                    part.pending_controls[control] = max(rest)
         items = self._tokens.get(entry.token)
         if items is not None:
             self._tokens[entry.token] = [(p, e) for p, e in items if e is not entry]

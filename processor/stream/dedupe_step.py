@@ -5,7 +5,7 @@ The loop (:mod:`processor.stream.processor`) calls, in this order:
 * :meth:`DedupeStep.check` after routing each record of transaction ``token``: an accepted
   output whose message was accepted before (committed, or pending in a transaction in
   flight) becomes a ``DUPLICATE`` dead letter; otherwise its entry is pending under ``token``;
-* :meth:`DedupeStep.resolve` / :meth:`DedupeStep.on_delivered` while producing: a
+* :meth:`DedupeStep.resolve` / :meth:`DedupeStep.take_accepted` while producing: a
   DUPLICATE of a record accepted in the same transaction learns that record's offset
   (one ``flush`` if its delivery report is not in yet), an accepted record's delivery
   report fills in its own;
@@ -146,17 +146,14 @@ class DedupeStep:
             kafka_headers=out.headers,
         )
 
-    def on_delivered(self, msg: Message) -> Callable[[int, int], None] | None:
-        """The delivery callback for ``msg``'s accepted output (``None`` for other outputs)."""
-        pend = self._accepted.pop((msg.partition(), msg.offset()), None)  # type: ignore[arg-type]
-        return pend.delivered if pend is not None else None
+    def take_accepted(self, msg: Message) -> Pending | None:
+        """The pending entry of ``msg``'s accepted output, taken as it is produced (``None`` for
+        other outputs); its :meth:`Pending.delivered` is the delivery callback."""
+        return self._accepted.pop((msg.partition(), msg.offset()), None)  # type: ignore[arg-type]
 
-    def not_accepted(self, msg: Message) -> None:
+    def not_accepted(self, msg: Message, pend: Pending) -> None:
         """``msg``'s accepted output was replaced by a dead letter (refused as too large)."""
-        source = (cast(int, msg.partition()), cast(int, msg.offset()))
-        pend = self._accepted.pop(source, None)
-        if pend is not None:
-            self._store.withdraw(source[0], pend)
+        self._store.withdraw(cast(int, msg.partition()), pend)
 
     def write_changelog(self, session: _Writer, token: int) -> None:
         """Flush (the accepted records' offsets are then known), then the entries of ``token``:
@@ -255,10 +252,10 @@ class NoDedupe:
     ) -> Routed:
         return out
 
-    def on_delivered(self, msg: Message) -> None:
+    def take_accepted(self, msg: Message) -> None:
         return None
 
-    def not_accepted(self, msg: Message) -> None:
+    def not_accepted(self, msg: Message, pend: Pending) -> None:
         pass
 
     def write_changelog(self, session: _Writer, token: int) -> None:

@@ -45,6 +45,8 @@ class OutputWriter:
         session, policy, source = self._session, self._oversize, coords(msg)
         assert encode is not None
         out = self._dedupe.resolve(msg, out, registry, now_us, encode, session.flush)
+        pend = self._dedupe.take_accepted(msg)  # row 12: hears where the accepted output landed
+        on_delivered = pend.delivered if pend is not None else None
         alone = policy.alone(source)
         if alone:  # in a record batch of its own: whatever fails now is this record's fault
             session.flush()
@@ -56,7 +58,7 @@ class OutputWriter:
                     out.key,
                     out.headers,
                     on_too_large=functools.partial(policy.refused, source, alone),
-                    on_delivered=self._dedupe.on_delivered(msg),  # the accepted offset, for row 12
+                    on_delivered=on_delivered,
                 )
                 if alone:
                     session.flush()
@@ -66,7 +68,9 @@ class OutputWriter:
                     raise  # even the slim dead letter is refused: a broker problem, not the record's
                 policy.refused(source, alone=True)
                 log.warning("output for %s[%d]@%d too large; dead-lettering without payload", *source)
-                self._dedupe.not_accepted(msg)
+                if pend is not None:  # its slim dead letter replaces it: not accepted after all
+                    self._dedupe.not_accepted(msg, pend)
+                    pend = on_delivered = None
                 out = oversize_dead_letter(  # the headers as routed: msg.headers() only once
                     raw_record(msg, out.headers),
                     registry,

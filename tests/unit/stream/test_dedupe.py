@@ -80,6 +80,15 @@ def test_same_control_id_other_payload_is_fresh_and_reused() -> None:
     assert store.check(0, ident(control_id="C9", payload=b"other")) == Fresh(False)
 
 
+def test_withdrawing_a_later_reuse_keeps_the_earlier_pending_control_id() -> None:
+    store = DedupeStore(WINDOW, 100)
+    store.admit(0, ident(payload=b"first"), 1)
+    later = store.admit(0, ident(payload=b"second", at=T0 + 1), 1)
+    assert not isinstance(later, Duplicate) and later.reused
+    store.withdraw(0, later)  # refused as too large: not accepted after all
+    assert store.check(0, ident(payload=b"third", at=T0 + 2)) == Fresh(True)  # "first" still counts
+
+
 def test_state_is_per_partition() -> None:
     store = DedupeStore(WINDOW, 100)
     accept(store, 0, ident())

@@ -223,3 +223,20 @@ def test_no_changelog_topic_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="topics create"):
         h.run()
     assert "start" not in h.fake.calls and h.fake.outputs == []
+
+
+def test_an_accepted_output_refused_as_too_large_is_not_remembered() -> None:
+    """Its payload-less dead letter replaces it: not accepted, so neither in the changelog nor
+    a reason to call the same message a DUPLICATE later (once the limit is raised)."""
+    h = dedupe_harness({})
+    big = message(1, 3000)
+    h.fake.add(RAW, 0, [(big, headers()), (message(2), headers()), (big, headers())])
+    h.n = 3
+    h.fake.producer_limit = 2000
+    h.run()
+    assert_one_output_each(h)
+    assert [(out[0], out[1]) for out in outputs(h)] == [
+        (DEADLETTER, "PROCESSING_ERROR"), (ACCEPTED, ""), (DEADLETTER, "PROCESSING_ERROR")]
+    log = [e for o in h.fake.topic_outputs(DEDUPE) for e in decode(o.value)]
+    assert len(log) == 1 and log[0].accepted_offset >= 0  # message 2 only
+    assert h.proc._dedupe.store.size(0) == 1
