@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     mllp_idle_seconds: float = Field(default=300.0, gt=0)  # no byte for this long: connection closed
     mllp_handshake_timeout_seconds: float = Field(default=10.0, gt=0)  # TLS handshake bound
     mllp_max_connections: int = Field(default=256, ge=1)  # open MLLP connections; beyond: closed at once
+    # TLS handshakes in progress from one address (IPv6: its /64); beyond: closed at once, so
+    # one client's silent connections cannot hold every slot for the handshake timeout.
+    mllp_max_handshakes_per_address: int = Field(default=16, ge=1)
 
     topic_raw: str = "hl7.raw"
     topic_accepted: str = "hl7.accepted"

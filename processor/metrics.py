@@ -172,5 +172,6 @@ for _limit in (
     "header_count",
     "body_rate",
     "mllp_connections",
+    "mllp_handshakes",
 ):
     EDGE_LIMIT_REFUSALS.labels(limit=_limit)

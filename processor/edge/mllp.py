@@ -5,6 +5,8 @@ One connection, in order:
 
 1. the MLLP connection cap (``HL7_MLLP_MAX_CONNECTIONS``), else closed at once;
 2. the per-address failed-login lock-out shared with HTTP Basic (``edge.auth``), else closed;
+   then at most ``HL7_MLLP_MAX_HANDSHAKES_PER_ADDRESS`` handshakes in progress per address
+   (IPv6: its /64), else closed at once;
 3. the TLS handshake (``connect_accepted_socket`` on the accepted socket, bounded by
    ``HL7_MLLP_HANDSHAKE_TIMEOUT_SECONDS``): a client certificate chaining to
    ``HL7_MLLP_CLIENT_CA_FILE`` is required. A failed handshake is an authentication failure
@@ -43,7 +45,7 @@ from typing import Any
 
 from processor.config import Settings
 from processor.edge.admission import Admission
-from processor.edge.auth import LoginRateLimiter
+from processor.edge.auth import LoginRateLimiter, source_key
 from processor.edge.mllp_frames import FrameReader, frame
 from processor.edge.mllp_tls import ServerContexts, certificate_fingerprint, check_mllp_settings
 from processor.edge.pipeline import IntakePipeline, no_msh_ack
@@ -95,6 +97,7 @@ class MllpListener:
         self._duration = EDGE_REQUEST_DURATION.labels(TRANSPORT)
         self._accepting: asyncio.Task[None] | None = None
         self._open = 0
+        self._handshaking: dict[str, int] = {}  # source key -> handshakes in progress
         self._idle: dict[asyncio.Task[None], bool] = {}  # connection task -> waiting for bytes
         self._stopping = False
 
@@ -166,7 +169,19 @@ class MllpListener:
             if self._limiter.retry_after(source, None) is not None:
                 EDGE_AUTH_FAILURES.labels("rate_limited").inc()
                 return
-            opened = await self._open_streams(conn, source)
+            key = source_key(source)
+            if self._handshaking.get(key, 0) >= self._settings.mllp_max_handshakes_per_address:
+                EDGE_LIMIT_REFUSALS.labels("mllp_handshakes").inc()
+                return
+            self._handshaking[key] = self._handshaking.get(key, 0) + 1
+            try:
+                opened = await self._open_streams(conn, source)
+            finally:
+                left = self._handshaking[key] - 1
+                if left:
+                    self._handshaking[key] = left
+                else:
+                    del self._handshaking[key]
             if opened is None:
                 return
             reader, writer, fingerprint = opened

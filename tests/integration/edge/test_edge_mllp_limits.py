@@ -134,3 +134,36 @@ def test_plaintext_development_mode(kafka_bootstrap: str, tmp_path: Path, caplog
         assert dict(record.headers())["hl7.transport"] == b"mllp"
     finally:
         edge.stop()
+
+
+def test_silent_connections_from_one_address_cannot_hold_every_slot(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """An address with ``HL7_MLLP_MAX_HANDSHAKES_PER_ADDRESS`` handshakes in progress gets its
+    next connections closed at once; a partner at another address keeps getting AA."""
+    import socket
+
+    pki = Pki.make(tmp_path)
+    edge = start_mllp_edge(kafka_bootstrap, tmp_path, pki, mllp_max_handshakes_per_address=4,
+                           mllp_handshake_timeout_seconds=30)
+    attacker: list[socket.socket] = []
+    try:
+        address = mllp_address(edge)
+        before = value("hl7_edge_limit_refusals_total", limit="mllp_handshakes")
+        for _ in range(6):  # TCP connections that never start TLS, from 127.0.0.2
+            sock = socket.create_connection(address, timeout=10, source_address=("127.0.0.2", 0))
+            attacker.append(sock)
+            time.sleep(0.05)  # accepted in order
+        closed = []
+        for sock in attacker:
+            sock.settimeout(0.5)
+            try:
+                closed.append(sock.recv(1) == b"")
+            except TimeoutError:
+                closed.append(False)  # still held open, waiting for its handshake
+        assert closed == [False] * 4 + [True] * 2
+        assert value("hl7_edge_limit_refusals_total", limit="mllp_handshakes") == before + 2
+        with MllpClient(address, pki.client_context(pki.known)) as partner:  # from 127.0.0.1
+            assert segments(partner.request(seed_message(control_id=b"SLOTS1")))["MSA"][1] == "AA"
+    finally:
+        for sock in attacker:
+            sock.close()
+        edge.stop()
