@@ -280,16 +280,16 @@ class StreamProcessor:
             PROCESSOR_TRANSACTIONS.labels(result="committed" if landed else "aborted").inc()
             if landed:
                 log.info("the ambiguous commit did land (committed offsets match the batch)")
-                self._committed(batch, routed, token)
+                self._committed(batch, routed, token, ends)
             self._dedupe.aborted()  # what was routed ahead is read again after the rewind
             return None
         PROCESSOR_TRANSACTIONS.labels(result="committed").inc()
-        self._committed(batch, routed, token)
+        self._committed(batch, routed, token, ends)
         return routed_next
 
-    def _committed(self, batch: list[Message], routed: list[Routed], token: int) -> None:
+    def _committed(self, batch: list[Message], routed: list[Routed], token: int, ends: Offsets) -> None:
         self._oversize.written(coords(msg) for msg in batch)
-        self._dedupe.committed(token, (p for _t, p in end_offsets(batch)))
+        self._dedupe.committed(token, (p for _t, p in ends))
         self._count(routed)
 
     def _recover(self, failure: SessionError, ends: Offsets) -> bool:
