@@ -250,6 +250,23 @@ class MllpListener:
             principal = registry.principal_by_certificate(fingerprint)
         return principal if principal is not None and principal.active else None
 
+    def _authorised(self, source: str, fingerprint: str | None) -> tuple[Registry, Principal] | None:
+        """The registry and the principal this connection sends as, or ``None`` (refusal counted
+        and logged): no registry, an unknown or inactive principal, an address outside its
+        ``allowed_networks``. Checked at the handshake and again for every message."""
+        registry = self._registry()
+        if registry is None:
+            log.warning("MLLP connection from %s closed: registry not loaded", source)
+            return None
+        principal = self._principal(registry, fingerprint)
+        if principal is None:
+            self._refuse("unknown_certificate", source, count=fingerprint is not None)
+            return None
+        if not address_allowed(source, principal.allowed_networks):
+            self._refuse("network_not_allowed", source, count=False)
+            return None
+        return registry, principal
+
     async def _serve(
         self,
         reader: asyncio.StreamReader,
@@ -258,18 +275,10 @@ class MllpListener:
         fingerprint: str | None,
         task: asyncio.Task[None],
     ) -> None:
-        registry = self._registry()
-        if registry is None:
-            log.warning("MLLP connection from %s closed: registry not loaded", source)
+        authorised = self._authorised(source, fingerprint)
+        if authorised is None:
             return
-        principal = self._principal(registry, fingerprint)
-        if principal is None:
-            self._refuse("unknown_certificate", source, count=fingerprint is not None)
-            return
-        if not address_allowed(source, principal.allowed_networks):
-            self._refuse("network_not_allowed", source, count=False)
-            return
-        log.info("MLLP connection from %s as principal %s", source, principal.id)
+        log.info("MLLP connection from %s as principal %s", source, authorised[1].id)
         await self._frames(reader, writer, source, fingerprint, task)
 
     async def _frames(
@@ -328,17 +337,10 @@ class MllpListener:
         started = time.monotonic()
         received_at_us = time.time_ns() // 1000
         ingest_id = str(uuid.uuid4())
-        registry = self._registry()
-        if registry is None:
+        authorised = self._authorised(source, fingerprint)  # again: the registry may have changed
+        if authorised is None:
             return None
-        principal = self._principal(registry, fingerprint)
-        if principal is None:
-            # Removed from the registry (or deactivated) since the connection was accepted.
-            self._refuse("unknown_certificate", source, count=fingerprint is not None)
-            return None
-        if principal.allowed_networks and not address_allowed(source, principal.allowed_networks):
-            self._refuse("network_not_allowed", source, count=False)  # narrowed since
-            return None
+        registry, principal = authorised
         try:
             done = await self._pipeline.handle(
                 message,
