@@ -39,7 +39,7 @@ from processor.metrics import (
     PROCESSOR_DEDUPE_RESTORE,
 )
 from processor.registry.model import Registry
-from processor.stream.dedupe import UNKNOWN_OFFSET, DedupeStore, Entry, Pending
+from processor.stream.dedupe import UNKNOWN_OFFSET, DedupeStore, Entry, Original, Pending
 from processor.stream.dedupe_codec import MAX_ENTRIES_PER_RECORD, encode, record_key
 from processor.stream.records import raw_record
 from processor.stream.routing import Encoder, Routed, Topics, duplicate_dead_letter
@@ -107,16 +107,7 @@ class DedupeStep:
         in_flight = self._store.in_flight(partition, ident.key)
         if in_flight is not None and original.accepted_offset == UNKNOWN_OFFSET:
             self._duplicates[source] = (in_flight, out.header)  # resolve() names its offset once known
-        return duplicate_dead_letter(
-            raw_record(msg, out.headers),
-            registry,
-            original=original,
-            header=out.header,
-            now_us=now_us,
-            topics=self._topics,
-            encode=encode,
-            kafka_headers=out.headers,
-        )
+        return self._duplicate(msg, out, registry, original, out.header, now_us, encode)
 
     # ------------------------------------------------------------------ producing
     def resolve(
@@ -135,10 +126,23 @@ class DedupeStep:
         pend, header = waiting
         if pend.accepted_offset == UNKNOWN_OFFSET:
             flush()  # the original was produced earlier in this transaction
+        return self._duplicate(msg, out, registry, pend.entry().original(), header, now_us, encode)
+
+    def _duplicate(
+        self,
+        msg: Message,
+        out: Routed,
+        registry: Registry,
+        original: Original,
+        header: MshHeader | None,
+        now_us: int,
+        encode: Encoder,
+    ) -> Routed:
+        """``msg``'s DUPLICATE dead letter (instead of ``out``), naming ``original``."""
         return duplicate_dead_letter(
             raw_record(msg, out.headers),
             registry,
-            original=pend.entry().original(),
+            original=original,
             header=header,
             now_us=now_us,
             topics=self._topics,
