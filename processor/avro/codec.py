@@ -58,6 +58,7 @@ import fastavro
 from fastavro.schema import expand_schema
 from fastavro.validation import validate as _validate
 
+from processor.avro.fast_writer import BodyWriter, compile_writer
 from processor.avro.schemas import (
     ACCEPTED_MESSAGE,
     DEAD_LETTER,
@@ -209,6 +210,8 @@ class AvroCodec:
             topic: frozenset(f["name"] for f in schema.parsed["fields"])
             for topic, schema in self._topic_schemas.items()
         }
+        # Topic -> (writer schema, its compiled body writer) (processor.avro.fast_writer).
+        self._fast_writers: dict[str, tuple[AvroSchema, BodyWriter | None]] = {}
         if registry is not None and register:
             for topic in self._topic_schemas:
                 self.schema_id(topic)
@@ -363,32 +366,44 @@ class AvroCodec:
     def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
         """The Kafka value for ``record`` on ``topic`` (single-object or Confluent framing).
 
-        fastavro writes the body; a record with a field the schema does not have, or a
-        missing or mistyped one, raises AvroEncodeError naming the fields (never values).
+        The body is written by the schema's compiled writer (:mod:`processor.avro.fast_writer`,
+        byte-identical), or by fastavro for whatever that writer declines; a record with a
+        field the schema does not have, or a missing or mistyped one, raises
+        AvroEncodeError naming the fields (never values).
         """
         schema = self.schema_for(topic)
-        buffer = BytesIO()
         if self._registry is None:
-            buffer.write(SINGLE_OBJECT_MAGIC)
-            buffer.write(schema.fingerprint)
-            writer = schema.parsed
+            header, writer = SINGLE_OBJECT_MAGIC + schema.fingerprint, schema
         else:
-            header = self._headers.get(topic)
-            if header is None:
+            if topic not in self._headers:
                 self.schema_id(topic)
-                header = self._headers[topic]
-            buffer.write(header)
-            writer = self._writers[topic].parsed
+            header, writer = self._headers[topic], self._writers[topic]
+        known = self._field_names[topic].issuperset(record.keys())
+        fast = self._fast_writer(topic, writer)
+        if known and fast is not None:
+            value = fast(record, header)
+            if value is not None:
+                return value
+        buffer = BytesIO()  # fastavro: what the fast writer does not cover, and every error
+        buffer.write(header)
         try:
-            if not self._field_names[topic].issuperset(record.keys()):
+            if not known:
                 raise ValueError("unknown field")
-            fastavro.schemaless_writer(buffer, writer, record)
+            fastavro.schemaless_writer(buffer, writer.parsed, record)
         except Exception:  # noqa: BLE001 - fastavro fails on bad data in many ways; all mean "does not match"
             raise AvroEncodeError(
                 f"record for topic {topic} does not match {schema.full_name}: "
                 f"bad or missing fields {', '.join(_bad_fields(schema, record)) or '(unknown)'}"
             ) from None
         return buffer.getvalue()
+
+    def _fast_writer(self, topic: str, schema: AvroSchema) -> BodyWriter | None:
+        """The compiled body writer for ``topic``'s writer ``schema`` (None: fastavro writes
+        it), built once per writer schema object."""
+        compiled = self._fast_writers.get(topic)
+        if compiled is None or compiled[0] is not schema:
+            compiled = self._fast_writers[topic] = (schema, compile_writer(schema.parsed))
+        return compiled[1]
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record in a value written by ``encode`` (or any producer using a known schema)."""
