@@ -9,9 +9,10 @@ The loop (:mod:`processor.stream.processor`) calls, in this order:
   DUPLICATE of a record accepted in the same transaction learns that record's offset
   (one ``flush`` if its delivery report is not in yet), an accepted record's delivery
   report fills in its own;
-* :meth:`DedupeStep.write_changelog` after the outputs and before ``send_offsets``: one
-  ``flush`` (every accepted record's partition and offset is then known) and one changelog
-  record per raw partition holding its pending entries, in the same transaction;
+* :meth:`DedupeStep.write_changelog` after the outputs and ``send_offsets``: one ``flush``
+  (every accepted record's partition and offset is then known; the outputs' acks arrive
+  while ``send_offsets`` waits for its own round trips) and one changelog record per raw
+  partition holding its pending entries, in the same transaction;
 * :meth:`DedupeStep.committed` when the transaction committed (entries become permanent,
   metrics counted), :meth:`DedupeStep.aborted` when it did not (every pending entry of every
   transaction in flight is forgotten: the consumer rewinds and routes them again);
@@ -95,8 +96,8 @@ class DedupeStep:
         ident = out.identity
         if ident is None:
             return out  # not accepted: nothing to compare
-        partition = cast(int, msg.partition())
-        source = (partition, cast(int, msg.offset()))
+        partition: int = msg.partition()  # type: ignore[assignment]
+        source: Source = (partition, msg.offset())  # type: ignore[assignment]
         got = self._store.admit(partition, ident, token)
         if isinstance(got, Pending):  # fresh: remembered as pending in transaction ``token``
             if got.reused:
@@ -120,6 +121,8 @@ class DedupeStep:
         flush: Callable[[], None],
     ) -> Routed:
         """A DUPLICATE routed before its original's offset was known gets it now."""
+        if not self._duplicates:  # the usual case: no resend in flight
+            return out
         waiting = self._duplicates.pop((msg.partition(), msg.offset()), None)  # type: ignore[arg-type]
         if waiting is None:
             return out

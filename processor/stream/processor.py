@@ -15,7 +15,7 @@ revoked partitions; their new owner re-reads them from the committed offsets.
 
 Decision row 12 (a resend of an accepted message is a ``DUPLICATE``) needs state: it lives
 in :mod:`processor.stream.dedupe_step`, which the loop calls after routing (check), while
-producing (delivery reports), before ``send_offsets`` (the changelog records, same
+producing (delivery reports), after ``send_offsets`` (the changelog records, same
 transaction), after the outcome (commit or forget pending entries) and in the rebalance
 callbacks (restore on assignment, forget on revocation).
 
@@ -264,8 +264,8 @@ class StreamProcessor:
             session.begin()
             for i, msg in enumerate(batch):
                 routed[i] = self._writer.write(msg, routed[i], registry, now, self._encode)
+            session.send_offsets(ends)  # first: its round trips overlap the outputs' acks
             self._dedupe.write_changelog(session, token)  # row-12 state, in the same transaction
-            session.send_offsets(ends)
             if not following:
                 session.commit()
             else:  # librdkafka waits for the commit without the GIL: route meanwhile

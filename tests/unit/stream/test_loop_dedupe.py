@@ -240,3 +240,15 @@ def test_an_accepted_output_refused_as_too_large_is_not_remembered() -> None:
     log = [e for o in h.fake.topic_outputs(DEDUPE) for e in decode(o.value)]
     assert len(log) == 1 and log[0].accepted_offset >= 0  # message 2 only
     assert h.proc._dedupe.store.size(0) == 1
+
+
+def test_offsets_are_sent_before_the_flush_and_the_changelog_record() -> None:
+    # send_offsets' round trips overlap the outputs' acks; the flush after it makes every
+    # accepted offset known for the changelog record, which is produced last, then commit.
+    h = dedupe_harness({0: [1, 2, 3]}, batch=3, pipeline=1)
+    h.run()
+    first = h.fake.calls.index("begin")
+    assert h.fake.calls[first:first + 9] == [  # the fake's commit flushes first, as librdkafka's does
+        "begin", "produce", "produce", "produce", "send_offsets", "flush", "produce", "flush", "commit"
+    ]
+    assert [o.topic for o in h.fake.outputs][-1] == DEDUPE
