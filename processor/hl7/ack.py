@@ -119,7 +119,7 @@ def error_code(reason: Reason) -> str:
 def _version_tuple(version: str) -> tuple[int, ...]:
     parts: list[int] = []
     for p in version.split("."):
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()):  # "¹" is a digit to isdigit(), not to int()
             break
         parts.append(int(p))
     return tuple(parts) if parts else (2, 5)

@@ -239,3 +239,10 @@ def test_corpus_acks_parse(name: str) -> None:
         codec = "latin-1" if header.character_set == "8859/1" else "utf-8"
         m = parse_message(ack.decode(codec), validation_level=VALIDATION_LEVEL.TOLERANT)
         assert m.msa.msa_1.to_er7() == ack_code(header, outcome)
+
+
+@pytest.mark.parametrize("version", ["\u00b9", "2.\u00b2", "\u0662.5"])  # digits to isdigit(), not to int()
+def test_ack_for_a_version_of_non_ascii_digits_builds_as_the_default(version: str) -> None:
+    ack = build_ack(read_header(_message(version)), AckOutcome.ACCEPT, control_id="A", timestamp=TS)
+    segs = ack.decode().rstrip("\r").split("\r")
+    assert segs[1] == "MSA|AA|MSG1"
