@@ -4,6 +4,7 @@ connection cap, and plaintext development mode."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -13,7 +14,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import REGISTRY
 
 from tests.corpus import seed_message
-from tests.integration.edge.mllp_kit import MllpClient, Pki, make_cert, mllp_address, segments, start_mllp_edge
+from tests.integration.edge.mllp_kit import (
+    EB,
+    SB,
+    MllpClient,
+    Pki,
+    make_cert,
+    mllp_address,
+    segments,
+    start_mllp_edge,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -166,4 +176,33 @@ def test_silent_connections_from_one_address_cannot_hold_every_slot(kafka_bootst
     finally:
         for sock in attacker:
             sock.close()
+        edge.stop()
+
+
+def test_acks_still_buffered_when_the_client_half_closes_are_delivered(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A client that sends its messages, shuts its sending side and only then reads gets every
+    ACK: the edge closes the connection after the buffered ACKs are sent, not by dropping them."""
+    pki = Pki.make(tmp_path)
+    edge = start_mllp_edge(kafka_bootstrap, tmp_path, pki, mllp_plaintext=True, mllp_plaintext_principal="mailco")
+    n = 450  # ACKs the small receive window cannot hold: most wait in the edge's buffer
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.settimeout(60)
+        sock.connect(mllp_address(edge))
+        sock.sendall(b"".join(SB + seed_message(control_id=b"HALF%04d" % i) + EB for i in range(n)))
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 60
+        while sum(1 for m in edge.reader.all() if b"|HALF" in m.value()) < n:
+            assert time.monotonic() < deadline, "messages not stored"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the edge reads the end of the stream and closes
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        sock.close()
+        acks = [frame for frame in received.split(EB) if frame]
+        assert len(acks) == n
+        assert all(segments(ack[1:])["MSA"][1] == "AA" for ack in acks)
+    finally:
         edge.stop()
