@@ -197,7 +197,14 @@ class DedupeStep:
     # ------------------------------------------------------------------ rebalance
     def restore(self, partitions: Iterable[int]) -> None:
         """Each partition's state from its changelog. Without it a partition cannot be routed
-        safely: a failure is a fatal ``SessionError`` (the process exits 1 and is restarted)."""
+        safely: a failure is a fatal ``SessionError`` (the process exits 1 and is restarted).
+
+        The partition counts are checked again first: at start the raw topic may not have
+        existed yet (nothing to compare), and partitions may have been added to it since."""
+        try:
+            self._changelog.check()
+        except GatewayError as exc:
+            raise SessionError(TxnAction.FATAL, f"dedupe restore failed: {exc}") from exc
         for partition in sorted(partitions):
             started = time.monotonic()
             try:

@@ -252,3 +252,25 @@ def test_offsets_are_sent_before_the_flush_and_the_changelog_record() -> None:
         "begin", "produce", "produce", "produce", "send_offsets", "flush", "produce", "flush", "commit"
     ]
     assert [o.topic for o in h.fake.outputs][-1] == DEDUPE
+
+
+def test_partition_counts_are_checked_again_when_partitions_are_assigned() -> None:
+    """At start the raw topic may not exist yet (the check has nothing to compare) and
+    partitions may be added to it later: a changelog that no longer matches stops the
+    processor at assignment (exit 1, with the reason), before anything is routed."""
+    from processor.errors import ConfigError
+    from processor.stream import StreamFatalError
+
+    h = dedupe_harness({0: [1]})
+    checks: list[str] = []
+
+    def check() -> None:
+        checks.append("check")
+        if len(checks) > 1:  # the start passed; by the assignment the raw topic has grown
+            raise ConfigError("the dedupe changelog t.raw.dedupe has 2 partitions, t.raw has 3: they must be equal")
+
+    h.changelog.check = check  # type: ignore[method-assign]
+    with pytest.raises(StreamFatalError, match="dedupe restore failed: the dedupe changelog"):
+        h.run()
+    assert checks == ["check", "check"]
+    assert h.fake.outputs == [] and h.changelog.restored == []
